@@ -2,9 +2,106 @@
 
 Builders and `fbnet_tf.predict` share this module so training and inference crops are identical.
 """
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 
 # Canonical 5-point template for a 112x112 crop (left eye, right eye, nose tip, left and right mouth corner,
 # image coordinates; "left" = the subject's right eye, on the image's left). The widely used ArcFace template.
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+
+# iBUG 68-point indices (0-based) of the points the 5-point landmarks are made of.
+_LEFT_EYE_68 = slice(36, 42)
+_RIGHT_EYE_68 = slice(42, 48)
+_NOSE_TIP_68 = 30
+_MOUTH_LEFT_68 = 48
+_MOUTH_RIGHT_68 = 54
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: box (x, y, w, h) in pixels, 5 landmarks [5, 2] (template order), detector score."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+
+
+def template(size: int = 112) -> np.ndarray:
+    """The 5-point template scaled to a `size` x `size` crop."""
+    return TEMPLATE_112 * (float(size) / 112.0)
+
+
+def landmarks68_to_5(points68) -> np.ndarray:
+    """iBUG 68 landmarks [68, 2] -> the 5 template points: eye centres, nose tip, mouth corners."""
+    points = np.asarray(points68, np.float64).reshape(68, 2)
+    return np.stack([points[_LEFT_EYE_68].mean(axis=0), points[_RIGHT_EYE_68].mean(axis=0),
+                     points[_NOSE_TIP_68], points[_MOUTH_LEFT_68], points[_MOUTH_RIGHT_68]]).astype(np.float32)
+
+
+def similarity_transform(source, target) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping `source` onto `target` (Umeyama 1991).
+
+    Returns the 2x3 matrix for `cv2.warpAffine`. Closed form, so the same points always give the same crop.
+    """
+    src = np.asarray(source, np.float64)
+    dst = np.asarray(target, np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    reflection = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # keep a proper rotation, never a mirror
+        reflection[1, 1] = -1
+    rotation = u @ reflection @ vt
+    variance = (src_c ** 2).sum() / len(src)
+    scale = float(np.trace(np.diag(singular) @ reflection) / variance) if variance > 0 else 1.0
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]]).astype(np.float64)
+
+
+def align(image_rgb: np.ndarray, landmarks5, size: int = 112) -> np.ndarray:
+    """The `size` x `size` uint8 crop whose 5 landmarks land on the template (similarity transform)."""
+    landmarks = np.asarray(landmarks5, np.float64).reshape(5, 2)
+    if not np.all(np.isfinite(landmarks)):
+        raise ValueError(f"landmarks must be finite, got {landmarks.tolist()}")
+    matrix = similarity_transform(landmarks, template(size))
+    return cv2.warpAffine(np.asarray(image_rgb, np.uint8), matrix, (int(size), int(size)),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+_detector = None
+
+
+def _mtcnn():
+    # One detector per process, built on first use: it imports TensorFlow and builds three networks.
+    global _detector
+    if _detector is None:
+        from mtcnn import MTCNN
+
+        _detector = MTCNN(device="CPU:0")
+    return _detector
+
+
+def detect(image_rgb: np.ndarray, min_score: float = 0.9) -> list[Face]:
+    """Faces in an RGB uint8 image (MTCNN 1.0, weights shipped in its wheel), best score first.
+
+    Landmarks are in template order: left eye (image left), right eye, nose, left and right mouth corner.
+    """
+    image = np.ascontiguousarray(np.asarray(image_rgb, np.uint8))
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"detect expects an RGB image [H, W, 3], got shape {image.shape}")
+    faces = []
+    for found in _mtcnn().detect_faces(image):
+        score = float(found["confidence"])
+        if score < min_score:
+            continue
+        points = found["keypoints"]
+        landmarks = np.array([points[name] for name in ("left_eye", "right_eye", "nose", "mouth_left",
+                                                        "mouth_right")], np.float32)
+        faces.append(Face(box=tuple(float(v) for v in found["box"]), landmarks=landmarks, score=score))
+    return sorted(faces, key=lambda face: -face.score)

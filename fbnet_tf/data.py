@@ -1,0 +1,361 @@
+"""The tf.data input pipeline: the paper's three streams (VA-set, AU-set, EXPR-set) fed as one batch (section 4.1).
+
+Each stream interleaves every TFRecord directory that carries its annotation, shuffles and repeats on its own, and
+contributes a fixed share of every batch, in proportion to the stream's size, so that one epoch (`steps_per_epoch`
+batches) visits every image of every stream: the paper's 401/247/103 split of a 751 batch.
+
+An image in a stream keeps only that stream's labels; its other labels are masked. An AffectNet image sits in the
+VA stream and in the EXPR stream: it is fed once with its VA label and once with its expression, so neither loss
+counts it twice and each stream's share of the batch means what its batch size says.
+
+Images leave the pipeline as float32 RGB in 0..255; normalisation is the model's business.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fbnet_tf.labels import AUS
+from fbnet_tf.records import feature_spec
+
+STREAMS = ("va", "au", "expr")
+# Builders store 112x112 crops; the paper trains at 96x96: the margin between the two is the room random crops
+# move in. Other sizes keep the same ratio (resize the stored crop to image_size * CROP_MARGIN, then crop).
+CROP_MARGIN = 112 / 96
+SHUFFLE_BUFFER = 4096
+_LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
+_ID_KEYS = ("source", "split", "sample_id", "subject")
+
+
+# ---------------------------------------------------------------- record directories, manifests, stream sizes
+
+def record_files(record_dir: str, split: str) -> list[str]:
+    """The sorted shard files `<source>-<split>.tfrecord-000NN-of-000MM` of one split in one directory."""
+    return sorted(glob.glob(os.path.join(record_dir, f"*-{split}.tfrecord*")))
+
+
+def _read_manifest(record_dir: str) -> dict:
+    path = os.path.join(record_dir, "manifest.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from err
+
+
+def _manifest_split(manifest: dict, split: str) -> dict | None:
+    entry = (manifest.get("splits") or {}).get(split)
+    return entry if isinstance(entry, dict) else None
+
+
+def _manifest_stream_counts(manifest: dict, split: str) -> dict[str, int] | None:
+    """Per-stream image counts of a split from the builders' manifest (`splits.<split>.labels`), or None.
+
+    VA and expression counts are exact (one label per image). The manifest counts AUs per AU, not per image: the
+    AU-stream size is exact only when every AU-annotated image has the same AU set (all nonzero per-AU counts
+    equal, as in DISFA or BP4D); otherwise None, and the caller scans the records.
+    """
+    labels = (_manifest_split(manifest, split) or {}).get("labels")
+    if not isinstance(labels, dict):
+        return None
+    va, expressions, au_annotated = labels.get("va"), labels.get("expression"), labels.get("au_annotated")
+    if not (isinstance(va, int) and isinstance(expressions, dict) and isinstance(au_annotated, dict)):
+        return None
+    per_au = {n for n in au_annotated.values() if n > 0}
+    if len(per_au) > 1:
+        return None
+    return {"va": va, "au": per_au.pop() if per_au else 0, "expr": sum(expressions.values())}
+
+
+def _scan_stream_counts(files: Sequence[str]) -> dict[str, int]:
+    """Count the images of each stream by parsing the label features of every record (vectorised, no decode)."""
+    spec = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
+    counts = dict.fromkeys(STREAMS, 0)
+    if not files:
+        return counts
+    ds = tf.data.TFRecordDataset(list(files), num_parallel_reads=tf.data.AUTOTUNE).batch(4096)
+    ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    for batch in ds.as_numpy_iterator():
+        counts["va"] += int((batch["va_mask"] > 0).sum())
+        counts["au"] += int((batch["au_mask"].sum(axis=1) > 0).sum())
+        counts["expr"] += int((batch["expr"] >= 0).sum())
+    return counts
+
+
+def _dir_stream_counts(record_dir: str, split: str) -> dict[str, int]:
+    counts = _manifest_stream_counts(_read_manifest(record_dir), split)
+    return counts if counts is not None else _scan_stream_counts(record_files(record_dir, split))
+
+
+def stream_sizes(record_dirs: str | Iterable[str], split: str = "train") -> dict[str, int]:
+    """Images per stream {"va", "au", "expr"} over the given record directories (manifest counts, else a scan).
+
+    An image annotated for two tasks counts in both streams.
+    """
+    totals = dict.fromkeys(STREAMS, 0)
+    for record_dir in _as_list(record_dirs):
+        for stream, n in _dir_stream_counts(record_dir, split).items():
+            totals[stream] += n
+    return totals
+
+
+def stream_batch_sizes(sizes: Mapping[str, int], batch_size: int) -> dict[str, int]:
+    """Split `batch_size` over the non-empty streams in proportion to their sizes (largest remainder, >= 1 each)."""
+    present = {s: n for s, n in sizes.items() if n > 0}
+    if not present:
+        raise ValueError("no stream has any image: the record directories hold no labelled record for this split")
+    if batch_size < len(present):
+        raise ValueError(f"batch_size {batch_size} is smaller than the number of streams {len(present)}")
+    total = sum(present.values())
+    exact = {s: batch_size * n / total for s, n in present.items()}
+    shares = {s: max(1, math.floor(x)) for s, x in exact.items()}
+    # Hand the rounding leftovers to the largest remainders, or take the excess from the smallest.
+    order = sorted(present, key=lambda s: exact[s] - math.floor(exact[s]), reverse=True)
+    i = 0
+    while sum(shares.values()) < batch_size:
+        shares[order[i % len(order)]] += 1
+        i += 1
+    while sum(shares.values()) > batch_size:
+        biggest = max(shares, key=lambda s: shares[s] - exact[s])
+        shares[biggest] -= 1
+    return shares
+
+
+# ---------------------------------------------------------------- per-example maps
+
+def _decode(encoded):
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)
+
+
+def _resize_to(image, side: int):
+    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], side))
+    image = tf.cond(same, lambda: image, lambda: tf.image.resize(image, [side, side]))
+    return tf.ensure_shape(image, [side, side, 3])
+
+
+def _stored_side(image_size: int) -> int:
+    return int(round(image_size * CROP_MARGIN))
+
+
+def eval_image(encoded, image_size: int):
+    """Decode, resize to image_size * CROP_MARGIN and take the centre crop: float32 RGB 0..255."""
+    image = _resize_to(_decode(encoded), _stored_side(image_size))
+    return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+
+
+def train_image(encoded, image_size: int, seed):
+    """Random crop, horizontal flip and colour jitter, driven by a [2] stateless seed (reproducible anywhere)."""
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    image = _resize_to(_decode(encoded), _stored_side(image_size))
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
+    # Expressions and AUs are symmetric labels here: a mirrored face keeps them.
+    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1]) / 255.0
+    image = tf.image.stateless_random_brightness(image, 0.1, seed=seeds[2])
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed=seeds[3])
+    image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seed=seeds[4])
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+
+
+def _has_label(stream: str, features) -> tf.Tensor:
+    if stream == "va":
+        return features["va_mask"] > 0
+    if stream == "au":
+        return tf.reduce_sum(features["au_mask"]) > 0
+    return features["expr"] >= 0
+
+
+def _has_any_label(features) -> tf.Tensor:
+    return tf.reduce_any([_has_label(s, features) for s in STREAMS])
+
+
+def _all_targets(features) -> dict:
+    return {"expr": tf.cast(features["expr"], tf.int32), "va": features["va"], "va_mask": features["va_mask"],
+            "au": features["au"], "au_mask": features["au_mask"]}
+
+
+def _stream_targets(stream: str, features) -> dict:
+    """The image's labels for one stream only; every other task masked."""
+    n = len(AUS)
+    targets = {"expr": tf.constant(-1, tf.int32), "va": tf.zeros([2]), "va_mask": tf.constant(0.0),
+               "au": tf.zeros([n]), "au_mask": tf.zeros([n])}
+    own = _all_targets(features)
+    if stream == "va":
+        targets.update(va=own["va"], va_mask=tf.constant(1.0))
+    elif stream == "au":
+        targets.update(au=own["au"], au_mask=own["au_mask"])
+    else:
+        targets.update(expr=own["expr"])
+    return targets
+
+
+def _parse(serialized):
+    return tf.io.parse_single_example(serialized, feature_spec())
+
+
+# ---------------------------------------------------------------- datasets
+
+def _as_list(record_dirs) -> list[str]:
+    return [record_dirs] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
+
+
+def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: bool):
+    """Interleave the records of `files` (in a per-epoch shuffled order when shuffle_seed is given)."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+
+def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic, seed, input_context):
+    stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
+    shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
+    if shard_files:
+        files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+    ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic)
+    if input_context is not None and not shard_files:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.filter(lambda f: _has_label(stream, f))
+    # Shuffle before repeat: every pass is a permutation of the whole stream, so an epoch misses no image.
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=stream_seed, reshuffle_each_iteration=True).repeat()
+
+    def to_example(index, features):
+        if augment:
+            image = train_image(features["image/encoded"], image_size, tf.stack([tf.cast(stream_seed, tf.int64),
+                                                                                   index]))
+        else:
+            image = eval_image(features["image/encoded"], image_size)
+        return image, _stream_targets(stream, features)
+
+    ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.batch(batch, drop_remainder=True)
+
+
+def _concat_streams(*batches):
+    images = tf.concat([b[0] for b in batches], axis=0)
+    targets = {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
+    return images, targets
+
+
+def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
+                     tasks: Sequence[str] = ("va", "au", "expr"), augment: bool = True, deterministic: bool = False,
+                     seed: int = 0, input_context: tf.distribute.InputContext | None = None):
+    """The three-stream training dataset and the number of steps that makes one epoch.
+
+    Returns `(dataset, steps_per_epoch)`. The dataset is infinite and yields
+    `(images float32 [B,S,S,3] RGB 0..255, {"expr" int32 [B] (-1 = none), "va" [B,2], "va_mask" [B],
+    "au" [B,17], "au_mask" [B,17]})`, the streams' rows in the order va, au, expr. `batch_size` is global; with an
+    `input_context` (from `strategy.distribute_datasets_from_function`) the dataset yields this worker's shard in
+    per-replica batches. `tasks` restricts the streams (single-task baselines). `deterministic=True` gives the same
+    batches for the same seed (augmentation uses stateless per-image seeds; order is kept through parallel maps).
+    """
+    dirs = _as_list(record_dirs)
+    unknown = set(tasks) - set(STREAMS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; expected a subset of {STREAMS}")
+    per_dir = {d: _dir_stream_counts(d, split) for d in dirs}
+    sizes = {s: sum(c[s] for c in per_dir.values()) for s in STREAMS if s in tasks}
+    replicas = 1 if input_context is None else input_context.num_replicas_in_sync
+    replica_batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
+    shares = stream_batch_sizes(sizes, replica_batch)
+    steps_per_epoch = max(math.ceil(sizes[s] / (b * replicas)) for s, b in shares.items())
+
+    streams = []
+    for stream in (s for s in STREAMS if s in shares):
+        files = [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)]
+        streams.append(_stream_dataset(stream, files, batch=shares[stream], image_size=image_size, augment=augment,
+                                       deterministic=deterministic, seed=seed, input_context=input_context))
+    ds = tf.data.Dataset.zip(tuple(streams)).map(_concat_streams, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic, sharded=input_context is not None)), \
+        steps_per_epoch
+
+
+def _options(deterministic: bool, sharded: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if sharded:  # we shard per worker ourselves; auto-sharding on top would drop data twice
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def _split_files(dirs: Sequence[str], split: str) -> list[str]:
+    files = [f for d in dirs for f in record_files(d, split)]
+    if not files:
+        raise FileNotFoundError(f"no '*-{split}.tfrecord*' shards in {', '.join(dirs)}")
+    return files
+
+
+def validation_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "validation"):
+    """Every labelled image of the split once, centre-cropped, with all of its labels: for `fit(validation_data=)`.
+
+    Same element structure as `training_dataset`; finite; deterministic order.
+    """
+    files = _split_files(_as_list(record_dirs), split)
+    ds = _records(files, shuffle_seed=None, deterministic=True).map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(_has_any_label).map(lambda f: (eval_image(f["image/encoded"], image_size), _all_targets(f)),
+                                       num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _extra_feature_spec(files: Sequence[str]) -> dict:
+    """Spec of the features beyond the contract that the first record carries (e.g. a clip id)."""
+    known = feature_spec()
+    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
+    if first is None:
+        return {}
+    example = tf.train.Example.FromString(first.numpy())
+    spec = {}
+    for key, feature in example.features.feature.items():
+        if key in known:
+            continue
+        kind = feature.WhichOneof("kind")
+        if kind is None:
+            continue
+        dtype, values = {"bytes_list": (tf.string, feature.bytes_list.value),
+                         "int64_list": (tf.int64, feature.int64_list.value),
+                         "float_list": (tf.float32, feature.float_list.value)}[kind]
+        if not values:
+            continue
+        shape = [] if len(values) == 1 else [len(values)]
+        spec[key] = tf.io.FixedLenFeature(shape, dtype)
+    return spec
+
+
+def evaluation_dataset(record_dir: str, *, split: str, image_size: int, batch_size: int):
+    """One database split in record order: `(images, fields)` with every label, id and extra feature.
+
+    `fields` holds `source`, `split`, `sample_id`, `subject` (strings), `expr`, `va`, `va_mask`, `au`, `au_mask`,
+    `au_intensity`, `compound`, plus any feature a builder added (e.g. a clip id). Unlabelled images included.
+    """
+    files = _split_files([str(record_dir)], split)
+    spec = {**feature_spec(), **_extra_feature_spec(files)}
+    drop = ("image/encoded", "image/height", "image/width", "attributes", "attributes_mask")
+
+    def to_example(serialized):
+        features = tf.io.parse_single_example(serialized, spec)
+        fields = {k: v for k, v in features.items() if k not in drop}
+        fields["expr"] = tf.cast(fields["expr"], tf.int32)
+        return eval_image(features["image/encoded"], image_size), fields
+
+    ds = tf.data.TFRecordDataset(files).map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def record_count(record_dir: str, split: str) -> int:
+    """Number of records in one split of one directory (the manifest's count, else a count of the shards)."""
+    count = (_manifest_split(_read_manifest(record_dir), split) or {}).get("count")
+    if isinstance(count, int):
+        return count
+    files = record_files(record_dir, split)
+    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1).numpy()) if files else 0

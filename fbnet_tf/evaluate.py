@@ -1,0 +1,279 @@
+"""Per-database evaluation as the paper's Table 2 reports it (section 4, "Performance Measures").
+
+    python -m fbnet_tf.evaluate --run-dir runs/x [--data DIR ...] [--split test]
+
+Runs the inference model over each record directory, groups the predictions by the records' `source`, and scores
+each database with its own metric: CCC-V/CCC-A (Aff-Wild, Aff-Wild2, AffectNet), macro F1 (AffectNet), total
+accuracy per clip from averaged frame probabilities (AFEW), mean diagonal of the confusion matrix (RAF-DB), the
+EmotioNet challenge scores, mean F1 over the annotated AUs (DISFA, BP4D, BP4D+, Aff-Wild2) and the ABAW scores
+(Aff-Wild2). Every applicable metric is computed for every database; the table shows the paper's columns.
+Writes `evaluation.json` and PNG figures into the output (run) directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from typing import Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from fbnet_tf import metrics, plots
+from fbnet_tf.data import evaluation_dataset, record_count, record_files
+from fbnet_tf.labels import AUS, EXPRESSIONS
+
+# Table 2 of the paper (plus Aff-Wild2 and its ABAW scores): (database key, heading, [(column, metric key)]).
+TABLE_COLUMNS = (
+    ("affwild", "Aff-Wild", (("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"))),
+    ("affectnet", "AffectNet", (("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"), ("F1 Score", "expr_f1"))),
+    ("afew", "AFEW", (("Total Accuracy", "clip_accuracy"),)),
+    ("rafdb", "RAF-DB", (("Mean diag.", "mean_diagonal"),)),
+    ("emotionet", "EmotioNet", (("F1 Score", "au_f1"), ("Accuracy", "au_accuracy"))),
+    ("disfa", "DISFA", (("F1 Score", "au_f1"),)),
+    ("bp4d", "BP4D", (("F1 Score", "au_f1"),)),
+    ("bp4dplus", "BP4D+", (("F1 Score", "au_f1"),)),
+    ("affwild2", "Aff-Wild2", (("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"), ("EXPR F1", "expr_f1"),
+                               ("AU F1", "au_f1"), ("ABAW20 EXPR", "abaw2020_expr"), ("ABAW20 AU", "abaw2020_au"))),
+)
+_ALIASES = {"affwild1": "affwild", "raf": "rafdb", "rafdbbasic": "rafdb", "emotionnet": "emotionet",
+            "bp4dspontaneous": "bp4d", "bp4d2": "bp4dplus", "afew6": "afew", "afew7": "afew"}
+# Record features that can name the video an AFEW frame comes from, most specific first.
+CLIP_FEATURES = ("clip", "clip_id", "video", "video_id")
+
+
+def database_key(source: str) -> str:
+    """Canonical database key of a record's `source`: 'BP4D+' -> 'bp4dplus', 'RAF-DB' -> 'rafdb'."""
+    key = re.sub(r"[^a-z0-9]", "", source.lower().replace("+", "plus"))
+    return _ALIASES.get(key, key)
+
+
+# ---------------------------------------------------------------- predictions
+
+def default_split(record_dir: str) -> str | None:
+    """`test` where the directory has one, else `validation` (the paper tests on released validation sets)."""
+    for split in ("test", "validation"):
+        if record_files(record_dir, split):
+            return split
+    return None
+
+
+def predict_records(model, record_dir: str, split: str, *, batch_size: int = 64) -> dict:
+    """Run `model` over one split of one record directory: the records' fields and the model's outputs, numpy.
+
+    Returns {field: [N, ...]} with the label and id fields of `evaluation_dataset` (strings decoded) plus
+    `pred_<output>` for each output of the model (`valence_arousal`, `expression`, `action_units`).
+    """
+    image_size = int(model.input_shape[1])
+    dataset = evaluation_dataset(record_dir, split=split, image_size=image_size, batch_size=batch_size)
+    total = math.ceil(record_count(record_dir, split) / batch_size)
+    parts: dict[str, list] = {}
+    for images, fields in tqdm(dataset, total=total, desc=f"{os.path.basename(os.path.normpath(record_dir))}/{split}",
+                               unit="batch", file=sys.stderr):
+        outputs = model.predict_on_batch(images)
+        for key, value in fields.items():
+            parts.setdefault(key, []).append(value.numpy())
+        for key, value in outputs.items():
+            parts.setdefault(f"pred_{key}", []).append(np.asarray(value))
+    collected = {key: np.concatenate(values) for key, values in parts.items()}
+    for key, value in collected.items():
+        if value.dtype == object:
+            collected[key] = np.array([v.decode() for v in value])
+    return collected
+
+
+def _subset(collected: dict, rows: np.ndarray) -> dict:
+    return {key: value[rows] for key, value in collected.items()}
+
+
+def _merge(parts: Sequence[dict]) -> dict:
+    keys = set.intersection(*(set(p) for p in parts))
+    return {key: np.concatenate([p[key] for p in parts]) for key in keys}
+
+
+# ---------------------------------------------------------------- metrics
+
+def clip_ids(collected: dict) -> np.ndarray:
+    """The clip (video) of each frame: a clip feature when the builder wrote one, else `subject`, else the
+    folder of `sample_id`."""
+    for feature in CLIP_FEATURES:
+        if feature in collected:
+            return collected[feature].astype(str)
+    subjects = collected["subject"].astype(str)
+    if all(subjects):
+        return subjects
+    return np.array([os.path.dirname(s) for s in collected["sample_id"]])
+
+
+def clip_accuracy(probabilities, labels, clips) -> float:
+    """Total accuracy per clip (EmotiW): the frames' probabilities are averaged per clip, the clip's prediction is
+    their argmax and its label is its frames' label. Frames without a label (-1) are left out."""
+    probabilities, labels, clips = np.asarray(probabilities), np.asarray(labels), np.asarray(clips)
+    labelled = labels >= 0
+    probabilities, labels, clips = probabilities[labelled], labels[labelled], clips[labelled]
+    names, index = np.unique(clips, return_inverse=True)
+    sums = np.zeros((len(names), probabilities.shape[1]))
+    np.add.at(sums, index, probabilities)
+    clip_labels = np.full(len(names), -1)
+    clip_labels[index] = labels  # one label per clip: every frame carries it
+    return metrics.accuracy(clip_labels, sums.argmax(axis=1))
+
+
+def database_metrics(key: str, collected: dict) -> dict:
+    """Every metric that applies to the labels this database has and the outputs the model gives."""
+    result: dict = {"count": int(len(collected["sample_id"]))}
+    va_rows = collected["va_mask"] > 0
+    if va_rows.any() and "pred_valence_arousal" in collected:
+        va_true, va_pred = collected["va"][va_rows], collected["pred_valence_arousal"][va_rows]
+        valence, arousal = metrics.ccc(va_true, va_pred)
+        result.update(va_count=int(va_rows.sum()), ccc_valence=float(valence), ccc_arousal=float(arousal),
+                      ccc_mean=metrics.abaw2022_va_score(va_true, va_pred))
+    expr_rows = collected["expr"] >= 0
+    if expr_rows.any() and "pred_expression" in collected:
+        truth, scores = collected["expr"][expr_rows], collected["pred_expression"][expr_rows]
+        n = len(EXPRESSIONS)
+        result.update(expr_count=int(expr_rows.sum()), expr_accuracy=metrics.accuracy(truth, scores),
+                      expr_f1=metrics.macro_f1(truth, scores, n), mean_diagonal=metrics.mean_diagonal(truth, scores, n),
+                      expr_uar=metrics.unweighted_average_recall(truth, scores, n),
+                      confusion_matrix=metrics.confusion_matrix(truth, scores, n).tolist())
+        if key == "afew":
+            result["clip_accuracy"] = clip_accuracy(collected["pred_expression"], collected["expr"],
+                                                    clip_ids(collected))
+        if key == "emotionet":
+            result["emotionet_expr_score"] = metrics.emotionet_expression_score(truth, scores, n)
+        if key == "affwild2":
+            result["abaw2020_expr"] = metrics.abaw2020_expr_score(truth, scores, n)
+            result["abaw2022_expr"] = metrics.abaw2022_expr_score(truth, scores)
+    au_rows = collected["au_mask"].sum(axis=1) > 0
+    if au_rows.any() and "pred_action_units" in collected:
+        truth, probabilities = collected["au"][au_rows], collected["pred_action_units"][au_rows]
+        mask = collected["au_mask"][au_rows]
+        annotated = mask.max(axis=0) > 0
+        result.update(au_count=int(au_rows.sum()), au_annotated=[a for a, used in zip(AUS, annotated) if used],
+                      au_f1=metrics.mean_f1(truth, probabilities, mask),
+                      au_accuracy=float(metrics.accuracy_per_au(truth, probabilities, mask)[annotated].mean()),
+                      au_f1_per_au=metrics.f1_per_au(truth, probabilities, mask).tolist())
+        if key == "emotionet":
+            result["emotionet_au_score"] = metrics.emotionet_au_score(truth, probabilities, mask)
+        if key == "affwild2":
+            result["abaw2020_au"] = metrics.abaw2020_au_score(truth, probabilities, mask)
+            result["abaw2022_au"] = metrics.abaw2022_au_score(truth, probabilities, mask)
+    return result
+
+
+# ---------------------------------------------------------------- outputs
+
+def format_table(results: dict, row_name: str = "FaceBehaviorNet") -> str:
+    """Table 2's layout as text: database headings, metric headings, one row of values ('-' = absent)."""
+    groups = []
+    for key, heading, columns in TABLE_COLUMNS:
+        scores = results.get(key, {})
+        cells = [(name, "-" if metric not in scores else f"{scores[metric]:.2f}") for name, metric in columns]
+        widths = [max(len(name), len(value)) for name, value in cells]
+        inner = sum(widths) + 2 * (len(widths) - 1)
+        if len(heading) > inner:  # widen the last column so the heading fits
+            widths[-1] += len(heading) - inner
+            inner = len(heading)
+        groups.append((heading.center(inner), "  ".join(n.rjust(w) for (n, _), w in zip(cells, widths)),
+                       "  ".join(v.rjust(w) for (_, v), w in zip(cells, widths))))
+    first = max(len("Databases"), len(row_name))
+    lines = [" | ".join([title.ljust(first)] + [group[i] for group in groups])
+             for i, title in enumerate(("Databases", "", row_name))]
+    return "\n".join(lines)
+
+
+def _draw(key: str, heading: str, scores: dict, collected: dict, out_dir: str) -> list[str]:
+    paths = []
+    if "confusion_matrix" in scores:
+        paths.append(plots.plot_confusion_matrix(scores["confusion_matrix"],
+                                                 os.path.join(out_dir, f"confusion_matrix-{key}.png"),
+                                                 f"{heading}: expressions (row-normalised)"))
+    if "ccc_valence" in scores:
+        rows = collected["va_mask"] > 0
+        paths.append(plots.plot_va_histogram(collected["va"][rows], collected["pred_valence_arousal"][rows],
+                                             os.path.join(out_dir, f"va_histogram-{key}.png"),
+                                             f"{heading}: CCC-V {scores['ccc_valence']:.2f}, "
+                                             f"CCC-A {scores['ccc_arousal']:.2f}"))
+    if "au_f1_per_au" in scores:
+        annotated = np.isin(AUS, scores["au_annotated"])
+        paths.append(plots.plot_au_f1(scores["au_f1_per_au"], annotated, os.path.join(out_dir, f"au_f1-{key}.png"),
+                                      f"{heading}: F1 per AU"))
+    return paths
+
+
+def _heading(key: str) -> str:
+    return next((heading for k, heading, _ in TABLE_COLUMNS if k == key), key)
+
+
+def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, out_dir: str | None = None, *,
+             batch_size: int = 64, row_name: str = "FaceBehaviorNet", verbose: bool = True) -> dict:
+    """Score `model` (the inference model: image -> named outputs) on each database of `record_dirs`.
+
+    `split=None` takes each directory's `test` split, else its `validation` split. Returns
+    {"databases": {database key: {metric: value, ...}}, "splits": {record dir: split}, "table": text}; with
+    `out_dir`, also writes `evaluation.json` and the PNG figures there.
+    """
+    dirs = [record_dirs] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
+    by_database: dict[str, list[dict]] = {}
+    splits = {}
+    for record_dir in dirs:
+        chosen = split or default_split(record_dir)
+        if chosen is None or not record_files(record_dir, chosen):
+            print(f"evaluate: {record_dir} has no {chosen or 'test or validation'} split; skipped", file=sys.stderr)
+            continue
+        splits[str(record_dir)] = chosen
+        collected = predict_records(model, record_dir, chosen, batch_size=batch_size)
+        keys = np.array([database_key(s) for s in collected["source"]])
+        for key in np.unique(keys):
+            by_database.setdefault(str(key), []).append(_subset(collected, keys == key))
+    merged = {key: _merge(parts) for key, parts in by_database.items()}
+    results = {key: database_metrics(key, collected) for key, collected in merged.items()}
+    table = format_table(results, row_name)
+    report = {"databases": results, "splits": splits, "table": table}
+    if verbose:
+        print(table)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        report["figures"] = [p for key in results
+                             for p in _draw(key, _heading(key), results[key], merged[key], out_dir)]
+        with open(os.path.join(out_dir, "evaluation.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+def _config_record_dirs(config) -> list[str]:
+    data = getattr(config, "data", None)
+    if data is None and isinstance(config, dict):
+        data = config.get("data", {})
+    dirs = getattr(data, "record_dirs", None) if not isinstance(data, dict) else data.get("record_dirs")
+    return list(dirs or [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fbnet_tf.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="the run directory (model, config.yaml); results go here")
+    parser.add_argument("--data", nargs="+", metavar="DIR",
+                        help="TFRecord directories (default: the record dirs the run trained on)")
+    parser.add_argument("--split", help="split to score (default: test where a directory has one, else validation)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    from fbnet_tf import runs
+
+    data_dirs = args.data or _config_record_dirs(runs.load_config(args.run_dir))
+    if not data_dirs:
+        parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
+    model = runs.load_inference_model(args.run_dir)
+    report = evaluate(model, data_dirs, split=args.split, out_dir=args.run_dir, batch_size=args.batch_size,
+                      row_name=os.path.basename(os.path.normpath(args.run_dir)))
+    print(f"wrote {os.path.join(args.run_dir, 'evaluation.json')} and {len(report['figures'])} figures",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,506 @@
+"""Export a trained run for deployment: a TF Serving SavedModel, TFLite variants and (optionally) ONNX.
+
+    python -m fbnet_tf.export --run-dir runs/demo --formats savedmodel,tflite,onnx --out runs/demo/export
+
+Layout written under `--out` (default `<run-dir>/export`):
+
+    <model_name>/<version>/                     TF Serving model (saved_model.pb, variables/, assets/labels.json,
+                                                assets.extra/tf_serving_warmup_requests)
+    tflite/<model_name>_{fp32,dynamic,float16,int8}.tflite
+    onnx/<model_name>.onnx
+    parity.json                                 every converted file against the SavedModel on held-out images
+
+SavedModel signatures:
+  serving_default  images: uint8 [N, H, W, 3] aligned face crops of any size -> valence_arousal [N,2],
+                   expression [N,7], action_units [N,17]  (resize and normalisation inside the graph)
+  preprocessed     image: float32 [N, S, S, 3] RGB 0..255 at the model's input size -> the same outputs
+  labels           () -> expression [7], action_units [17], valence_arousal [2] names (strings)
+The TFLite and ONNX files hold the `preprocessed` signature (fixed size input; resize before calling them).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("valence_arousal", "expression", "action_units")
+FORMATS = ("savedmodel", "tflite", "onnx")
+TFLITE_VARIANTS = ("fp32", "dynamic", "float16", "int8")
+SERVING_INPUT = "images"
+PREPROCESSED_INPUT = "image"
+# Worst acceptable deviation from the SavedModel per variant: (max |dVA|, max |dprob|, min argmax agreement).
+# fp32/ONNX must be the same function; the quantised variants are lossy by design, so they only warn.
+PARITY_BOUNDS = {
+    "fp32": (1e-3, 1e-3, 0.99), "onnx": (1e-3, 1e-3, 0.99), "float16": (2e-2, 2e-2, 0.95),
+    "dynamic": (0.1, 0.1, 0.9), "int8": (0.25, 0.25, 0.8),
+}
+STRICT_VARIANTS = ("fp32", "onnx", "float16")
+
+
+class ParityError(RuntimeError):
+    """A converted model does not compute what the SavedModel computes (NaN, out of range, or off-bounds)."""
+
+
+def labels_dict() -> dict[str, list[str]]:
+    """The output names in output order: what `labels.json` and the `labels` signature carry."""
+    return {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+
+
+def model_input_size(model) -> int:
+    """S of the model's fixed [N, S, S, 3] input."""
+    shape = model.inputs[0].shape
+    if shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(f"the inference model needs a fixed square input, got {tuple(shape)}")
+    return int(shape[1])
+
+
+def load_model(run_dir_or_file):
+    """The run's inference model: a run dir, a `.keras` file or a checkpoint (`fbnet_tf.runs`)."""
+    from fbnet_tf.runs import load_inference_model
+
+    return load_inference_model(run_dir_or_file)
+
+
+def model_outputs(model) -> list[str]:
+    """The named outputs the model has, in `OUTPUTS` order (a single-task baseline has a subset)."""
+    return [key for key in OUTPUTS if key in model.output]
+
+
+# ---------------------------------------------------------------- SavedModel
+
+def _serving_module(model):
+    """A tf.Module that tracks the Keras model once and exposes the three signatures."""
+    import tensorflow as tf
+
+    size = model_input_size(model)
+    present = model_outputs(model)
+    names = {key: value for key, value in labels_dict().items() if key in present}
+
+    def run(image):
+        outputs = model(image, training=False)
+        return {key: tf.identity(outputs[key], name=key) for key in present}
+
+    def serve(images):
+        # Same resize as the input pipeline (bilinear, half-pixel) from the 112 crop to the model size.
+        image = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear")
+        return run(image)
+
+    def labels():
+        return {key: tf.constant(value) for key, value in names.items()}
+
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(serve, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name=SERVING_INPUT)])
+    module.preprocessed = tf.function(run, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name=PREPROCESSED_INPUT)])
+    module.labels = tf.function(labels, input_signature=[])
+    return module
+
+
+def _parameter_bytes(model) -> int:
+    return int(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights))
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def save_savedmodel(model, version_dir, warmup_images=None, model_name="fbnet") -> Path:
+    """Write the TF Serving SavedModel to `version_dir` (`<out>/<model_name>/<version>`); returns it.
+
+    `warmup_images`: a few uint8 [N, H, W, 3] crops written as TF Serving warm-up requests.
+    Raises if the variables hold more than the model's parameters (weights stored twice).
+    """
+    import tensorflow as tf
+
+    version_dir = Path(version_dir)
+    if version_dir.exists() and any(version_dir.iterdir()):
+        raise FileExistsError(f"{version_dir} exists and is not empty; pick another --version or --out")
+    module = _serving_module(model)
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_file = Path(scratch) / "labels.json"
+        labels_file.write_text(json.dumps(labels_dict(), indent=1))
+        module.labels_asset = tf.saved_model.Asset(str(labels_file))  # copied to assets/labels.json
+        tf.saved_model.save(module, str(version_dir), signatures={
+            "serving_default": module.serve, "preprocessed": module.preprocessed, "labels": module.labels})
+
+    variables, params = _dir_bytes(version_dir / "variables"), _parameter_bytes(model)
+    if variables > 1.2 * params + 1_000_000:
+        raise RuntimeError(f"{version_dir}: variables hold {variables} bytes for {params} bytes of parameters "
+                           "(weights saved twice?)")
+    log.info("SavedModel %s: variables %.1f MB for %.1f MB of parameters", version_dir, variables / 1e6,
+             params / 1e6)
+    if warmup_images is not None:
+        write_warmup_requests(version_dir, warmup_images, model_name)
+    return version_dir
+
+
+# Minimal protobuf wire encoding of tensorflow_serving's PredictionLog{predict_log{request}}: the serving protos
+# are not installable without the full TensorFlow, and this needs four length-delimited fields.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def predict_request_bytes(inputs: dict, model_name: str, signature_name: str = "serving_default") -> bytes:
+    """Serialized `tensorflow.serving.PredictRequest`: model_spec{name=1, signature_name=3}=1, inputs map=2."""
+    import tensorflow as tf
+
+    spec = _field(1, model_name.encode()) + _field(3, signature_name.encode())
+    request = _field(1, spec)
+    for key, value in inputs.items():
+        tensor = tf.make_tensor_proto(value).SerializeToString()
+        request += _field(2, _field(1, key.encode()) + _field(2, tensor))  # map entry: key=1, value=2
+    return request
+
+
+def prediction_log_bytes(request: bytes) -> bytes:
+    """Serialized `tensorflow.serving.PredictionLog` with predict_log (=6) { request (=1) }."""
+    return _field(6, _field(1, request))
+
+
+def write_warmup_requests(version_dir, images, model_name="fbnet", batch_sizes=(1, 8)) -> Path:
+    """`assets.extra/tf_serving_warmup_requests`: one PredictRequest per batch size from real crops."""
+    import tensorflow as tf
+
+    images = np.asarray(images, np.uint8)
+    path = Path(version_dir) / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in batch_sizes:
+            picked = images[np.arange(batch) % len(images)]
+            writer.write(prediction_log_bytes(predict_request_bytes({SERVING_INPUT: picked}, model_name)))
+    return path
+
+
+# ---------------------------------------------------------------- data for calibration and parity
+
+def record_files(record_dirs, splits=None) -> list[str]:
+    """Sorted `<source>-<split>.tfrecord-*` shards in `record_dirs`, optionally only the given splits."""
+    files = []
+    for directory in record_dirs:
+        found = sorted(glob.glob(os.path.join(directory, "*.tfrecord-*")))
+        if not found:
+            raise FileNotFoundError(f"{directory}: no <source>-<split>.tfrecord-* shards")
+        files += [f for f in found if splits is None
+                  or os.path.basename(f).split(".tfrecord-")[0].rsplit("-", 1)[-1] in splits]
+    return files
+
+
+def record_images(files, size: int, count: int, skip: int = 0) -> np.ndarray:
+    """Up to `count` decoded face crops from TFRecord shards, resized to `size` (float32 RGB 0..255)."""
+    import tensorflow as tf
+
+    from fbnet_tf.records import parse_example
+
+    def decode(serialized):
+        image = tf.io.decode_image(parse_example(serialized)["image/encoded"], channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
+
+    dataset = tf.data.TFRecordDataset(files).skip(skip).take(count).map(decode)
+    images = np.stack(list(dataset.as_numpy_iterator())) if files else np.zeros((0, size, size, 3), np.float32)
+    return images.astype(np.float32)
+
+
+def calibration_and_holdout(record_dirs, size: int, calibration: int = 100, holdout: int = 64):
+    """(representative images, held-out parity images): held-out from validation/test shards when there are any,
+    else the training images after the calibration ones."""
+    held_files = record_files(record_dirs, splits=("validation", "test"))
+    train_files = record_files(record_dirs, splits=("train",)) or record_files(record_dirs)
+    representative = record_images(train_files, size, calibration)
+    held = (record_images(held_files, size, holdout) if held_files
+            else record_images(train_files, size, holdout, skip=calibration))
+    if len(representative) == 0 or len(held) == 0:
+        raise ValueError(f"{list(record_dirs)}: too few records for calibration ({len(representative)}) "
+                         f"and parity ({len(held)})")
+    return representative, held
+
+
+def training_record_dirs(run_dir) -> list[str]:
+    """The record dirs the run was trained on (its config's `data.record_dirs`), for the representative dataset."""
+    from fbnet_tf.runs import load_config
+
+    dirs = [d for d in load_config(run_dir).data.record_dirs if os.path.isdir(d)]
+    if not dirs:
+        raise ValueError(f"{run_dir}/config.yaml: data.record_dirs names no existing folder; pass --representative")
+    return dirs
+
+
+# ---------------------------------------------------------------- runners and parity
+
+def savedmodel_runner(version_dir):
+    """fn(float32 [N,S,S,3]) -> dict of numpy outputs, through the SavedModel's `preprocessed` signature."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["preprocessed"]
+    return lambda images: {k: v.numpy() for k, v in signature(**{PREPROCESSED_INPUT: tf.constant(images)}).items()}
+
+
+def tflite_runner(path, num_threads: int | None = None):
+    """fn(float32 [N,S,S,3]) -> dict of numpy outputs through a .tflite file (the `preprocessed` function).
+
+    Handles quantised (uint8/int8) inputs and outputs with their scale and zero point.
+    """
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": it still is the runtime TF ships
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+    runner = interpreter.get_signature_runner()  # the file's one signature
+    (input_name, in_detail), = runner.get_input_details().items()
+    out_details = runner.get_output_details()
+
+    def run(images):
+        x = np.asarray(images, np.float32)
+        scale, zero = in_detail["quantization"]
+        if in_detail["dtype"] != np.float32:
+            info = np.iinfo(in_detail["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        outputs = runner(**{input_name: x.astype(in_detail["dtype"])})
+        result = {}
+        for key, value in outputs.items():
+            scale, zero = out_details[key]["quantization"]
+            result[key] = (value.astype(np.float32) - zero) * scale if value.dtype != np.float32 else value
+        return result
+
+    return run
+
+
+def onnx_runner(path, num_threads: int | None = None):
+    """fn(float32 [N,S,S,3]) -> dict of numpy outputs through ONNX Runtime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+
+    def run(images):
+        values = session.run(names, {input_name: np.asarray(images, np.float32)})
+        return {_output_key(name): value for name, value in zip(names, values)}
+
+    return run
+
+
+def _output_key(name: str) -> str:
+    for key in OUTPUTS:
+        if key in name:
+            return key
+    raise KeyError(f"ONNX output {name!r} is none of {OUTPUTS}")
+
+
+def run_batched(runner, images, batch_size: int = 16) -> dict:
+    parts = [runner(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def parity(reference: dict, candidate: dict) -> dict:
+    """Agreement of a converted model's outputs with the reference's on the same images (outputs it has)."""
+    def max_diff(key):
+        return float(np.max(np.abs(reference[key] - candidate[key]))) if key in reference else 0.0
+
+    report = {"images": int(len(next(iter(reference.values())))),
+              "finite": bool(all(np.isfinite(candidate[k]).all() for k in reference)),
+              "expression_argmax_agreement": 1.0}
+    if "expression" in reference:
+        report["expression_argmax_agreement"] = float(np.mean(reference["expression"].argmax(1)
+                                                              == candidate["expression"].argmax(1)))
+    report.update(max_abs_d_va=max_diff("valence_arousal"), max_abs_d_expression=max_diff("expression"),
+                  max_abs_d_au_prob=max_diff("action_units"))
+    return report
+
+
+def check_parity(name: str, variant: str, reference: dict, candidate: dict) -> dict:
+    """`parity` plus the verdict; raises ParityError for NaN/Inf or a strict variant off its bounds."""
+    report = parity(reference, candidate)
+    va_bound, prob_bound, agreement_bound = PARITY_BOUNDS[variant]
+    report["bounds"] = {"max_abs_d_va": va_bound, "max_abs_d_prob": prob_bound,
+                        "expression_argmax_agreement": agreement_bound}
+    report["ok"] = bool(report["finite"] and report["max_abs_d_va"] <= va_bound
+                        and max(report["max_abs_d_expression"], report["max_abs_d_au_prob"]) <= prob_bound
+                        and report["expression_argmax_agreement"] >= agreement_bound)
+    if not report["finite"]:
+        raise ParityError(f"{name}: outputs NaN/Inf on the parity images (a broken conversion)")
+    if not report["ok"]:
+        message = f"{name}: outside the {variant} parity bounds: {report}"
+        if variant in STRICT_VARIANTS:
+            raise ParityError(message)
+        log.warning(message)
+    return report
+
+
+# ---------------------------------------------------------------- TFLite and ONNX
+
+def convert_tflite(version_dir, variant: str, representative=None) -> bytes:
+    """One TFLite variant of the SavedModel's `preprocessed` signature.
+
+    fp32: as is; dynamic: int8 weights, float activations; float16: fp16 weights; int8: full-integer with uint8
+    image input (pixels are 0..255 already) and float outputs, calibrated on `representative` images.
+    """
+    import tensorflow as tf
+
+    # Not `from_saved_model`: on TF 2.21 it drops the variables of a tf.Module-wrapped Keras 3 model and writes a
+    # ~8 KB file that outputs NaN; converting the loaded signature keeps them (parity is checked anyway).
+    loaded = tf.saved_model.load(str(version_dir))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([loaded.signatures["preprocessed"]], loaded)
+    if variant != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError("int8 TFLite needs representative images (--representative DIR)")
+
+        def samples():
+            for image in representative:
+                yield {PREPROCESSED_INPUT: image[None].astype(np.float32)}
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    elif variant not in ("fp32", "dynamic"):
+        raise ValueError(f"unknown TFLite variant {variant!r}; expected one of {TFLITE_VARIANTS}")
+    return converter.convert()
+
+
+def convert_onnx(version_dir, path, opset: int = 17) -> Path:
+    """ONNX of the `preprocessed` signature through tf2onnx (the `onnx` extra), in a subprocess."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError(f"ONNX export needs tf2onnx and onnxruntime: pip install -e .[onnx] ({error})") from error
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(version_dir),
+               "--signature_def", "preprocessed", "--opset", str(opset), "--output", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not path.exists():
+        raise RuntimeError(f"tf2onnx failed on {version_dir} (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return path
+
+
+# ---------------------------------------------------------------- the whole export
+
+def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", version: int | None = None,
+           representative=None, tflite_variants=TFLITE_VARIANTS, model=None) -> dict:
+    """Export a run; returns {"savedmodel": dir, "tflite": {variant: file}, "onnx": file, "parity": report}.
+
+    `representative`: record dirs for int8 calibration and the held-out parity images (default: the run's training
+    record dirs). `model` overrides the run's model (the run dir then only names where to write).
+    Every converted file is checked against the SavedModel; `parity.json` lands in `out`.
+    """
+    formats = [f.strip() for f in ([formats] if isinstance(formats, str) else formats) for f in f.split(",") if f]
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; expected some of {FORMATS}")
+    out = Path(out) if out else Path(run_dir) / "export"
+    model = model if model is not None else load_model(run_dir)
+    size = model_input_size(model)
+    record_dirs = [str(d) for d in ([representative] if isinstance(representative, (str, Path)) else representative
+                                    or training_record_dirs(run_dir))]
+    calibration, held = calibration_and_holdout(record_dirs, size)
+    model_root = out / model_name
+    if version is None:
+        existing = [int(p.name) for p in model_root.glob("*") if p.name.isdigit()]
+        version = max(existing, default=0) + 1
+    version_dir = model_root / str(version)
+    result = {"savedmodel": None, "tflite": {}, "onnx": None}
+    report = {"model": model_name, "version": version, "input_size": size, "parity_images": len(held),
+              "record_dirs": record_dirs, "files": {}}
+
+    # The SavedModel is the reference every other format is checked against, so it is always written.
+    warmup = np.clip(np.round(held[:8]), 0, 255).astype(np.uint8)
+    save_savedmodel(model, version_dir, warmup, model_name)
+    result["savedmodel"] = version_dir
+    reference = run_batched(savedmodel_runner(version_dir), held)
+    keras_outputs = {k: np.asarray(v) for k, v in model.predict(held, verbose=0).items()}
+    report["files"]["savedmodel"] = {"path": str(version_dir), "bytes": _dir_bytes(version_dir),
+                                     "parameter_bytes": _parameter_bytes(model),
+                                     **check_parity("SavedModel vs Keras", "fp32", keras_outputs, reference)}
+
+    if "tflite" in formats:
+        from tqdm import tqdm
+
+        for variant in tqdm(tflite_variants, desc="TFLite", unit="variant"):
+            path = out / "tflite" / f"{model_name}_{variant}.tflite"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            path.write_bytes(convert_tflite(version_dir, variant, calibration))
+            candidate = run_batched(tflite_runner(path), held)
+            report["files"][f"tflite_{variant}"] = {
+                "path": str(path), "bytes": path.stat().st_size, "convert_seconds": round(time.time() - started, 1),
+                **check_parity(str(path), variant, reference, candidate)}
+            result["tflite"][variant] = path
+    if "onnx" in formats:
+        path = convert_onnx(version_dir, out / "onnx" / f"{model_name}.onnx")
+        candidate = run_batched(onnx_runner(path), held)
+        report["files"]["onnx"] = {"path": str(path), "bytes": path.stat().st_size,
+                                   **check_parity(str(path), "onnx", reference, candidate)}
+        result["onnx"] = path
+    (out / "parity.json").write_text(json.dumps(report, indent=1))
+    print(parity_table(report))
+    result["parity"] = report
+    return result
+
+
+def parity_table(report: dict) -> str:
+    """The parity report as a fixed-width table."""
+    lines = [f"{'file':<16} {'MB':>8} {'argmax agree':>12} {'max|dVA|':>10} {'max|dAU|':>10} {'max|dEXPR|':>10}  ok",
+             "-" * 76]
+    for name, row in report["files"].items():
+        lines.append(f"{name:<16} {row['bytes'] / 1e6:8.2f} {row['expression_argmax_agreement']:12.3f} "
+                     f"{row['max_abs_d_va']:10.2e} {row['max_abs_d_au_prob']:10.2e} "
+                     f"{row['max_abs_d_expression']:10.2e}  {'yes' if row['ok'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fbnet_tf.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, help="run directory holding config.yaml and model.keras")
+    parser.add_argument("--formats", default="savedmodel,tflite", help=f"comma-separated subset of {FORMATS}")
+    parser.add_argument("--out", help="output directory (default: <run-dir>/export)")
+    parser.add_argument("--model-name", default="fbnet")
+    parser.add_argument("--version", type=int, help="TF Serving version number (default: next free)")
+    parser.add_argument("--representative", action="append",
+                        help="record dir for int8 calibration and parity (repeatable; default: the run's)")
+    parser.add_argument("--tflite-variants", default=",".join(TFLITE_VARIANTS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    result = export(args.run_dir, args.formats, args.out, args.model_name, args.version, args.representative,
+                    [v for v in args.tflite_variants.split(",") if v])
+    print(f"SavedModel: {result['savedmodel']}")
+    for variant, path in result["tflite"].items():
+        print(f"TFLite {variant}: {path}")
+    if result["onnx"]:
+        print(f"ONNX: {result['onnx']}")
+
+
+if __name__ == "__main__":
+    main()

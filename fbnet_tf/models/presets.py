@@ -1,0 +1,50 @@
+"""Presets: plain dicts of model sizes and of named experiments (imports no TensorFlow).
+
+Model presets give the VGG-FACE size (`image_size`, `width` on the 64..512 filters, `fc_units`). Experiments are
+partial configs (see `fbnet_tf.config`): the paper's Table 2 rows (coupling x relatedness), the three single-task
+VGG-FACE baselines, and the CPU demo.
+"""
+from fbnet_tf.models.baselines import SINGLE_TASK_EXPERIMENTS
+
+MODEL_PRESETS = {
+    "paper": {
+        "description": "FaceBehaviorNet as published: 96x96 input, VGG-FACE full width (64..512), FC 4096 x 2; "
+                       "50.5 M parameters, ~10 img/s training on a 2-core CPU.",
+        "config": {"image_size": 96, "width": 1.0, "fc_units": 4096, "dropout": 0.5},
+    },
+    "small": {
+        "description": "Demo size: 64x64 input, 1/8 width (8..64 filters), FC 256; trains in minutes on a CPU.",
+        "config": {"image_size": 64, "width": 0.125, "fc_units": 256, "dropout": 0.5},
+    },
+    "tiny": {
+        "description": "Unit tests: 32x32 input, 1/32 width (2..16 filters), FC 16.",
+        "config": {"image_size": 32, "width": 1 / 32, "fc_units": 16, "dropout": 0.5},
+    },
+}
+
+# Table 2 of the paper: FaceBehaviorNet without coupling and with each coupling, under each relatedness table.
+_COUPLINGS = {
+    "no_coupling": "none",
+    "coannotation": "coannotation",
+    "soft_coannotation": "soft_coannotation",
+    "distr_matching": "distribution_matching",
+    "soft_coannotation_distr_matching": "soft_coannotation+distribution_matching",
+}
+_RELATEDNESS = ("du2014", "affwild2")
+
+EXPERIMENTS: dict[str, dict] = {}
+for _name, _coupling in _COUPLINGS.items():
+    for _table in _RELATEDNESS:
+        EXPERIMENTS[f"{_name}_{_table}"] = {"loss": {"coupling": _coupling, "relatedness": _table}}
+    # The bare name uses the cognitive-study table (the paper's Table 1), as the paper's main results do.
+    EXPERIMENTS[_name] = {"loss": {"coupling": _coupling, "relatedness": "du2014"}}
+
+EXPERIMENTS.update(SINGLE_TASK_EXPERIMENTS)
+
+# The CPU demo (`python -m fbnet_tf.train` with no arguments): the small preset, the full method, a few epochs.
+EXPERIMENTS["demo"] = {
+    "model": {"preset": "small"},
+    "loss": {"coupling": "soft_coannotation+distribution_matching", "relatedness": "du2014"},
+    "data": {"batch_size": 96, "validation_batch_size": 128},
+    "trainer": {"epochs": 8},
+}

@@ -1,0 +1,151 @@
+"""The run directory: everything a training run writes, in one folder from which it can be resumed or reproduced.
+
+    <run_dir>/config.yaml     the resolved ExperimentConfig
+    <run_dir>/checkpoints/    last.weights.h5 every epoch, best.weights.h5 on the lowest val_loss
+    <run_dir>/backup/         keras.callbacks.BackupAndRestore state (weights, optimizer, epoch) for resuming
+    <run_dir>/logs/           TensorBoard
+    <run_dir>/history.csv     one row per finished epoch (CSVLogger)
+    <run_dir>/model.keras     the final inference model (image -> valence_arousal, expression, action_units)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fbnet_tf import config as config_lib
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+HISTORY_FILE = "history.csv"
+MODEL_FILE = "model.keras"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def backup(self) -> Path:
+        return self.root / BACKUP_DIR
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOGS_DIR
+
+    @property
+    def history(self) -> Path:
+        return self.root / HISTORY_FILE
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL_FILE
+
+    def create(self) -> "RunDir":
+        for folder in (self.root, self.checkpoints, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def run_dir(path: str | os.PathLike) -> RunDir:
+    return RunDir(Path(path))
+
+
+def load_config(run_dir_path: str | os.PathLike) -> config_lib.ExperimentConfig:
+    """The resolved config a run was trained with (its `config.yaml`)."""
+    path = run_dir(run_dir_path).config
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.yaml; is {run_dir_path} a run directory of fbnet_tf.train?")
+    return config_lib.load(path)
+
+
+def load_inference_model(run_dir_or_file: str | os.PathLike):
+    """The inference model of a run (image -> named probabilities), as a `keras.Model`.
+
+    Accepts a run directory (its `model.keras`), a `.keras` file, or a checkpoint `*.weights.h5` inside a run's
+    `checkpoints/` (the network is rebuilt from the run's config and the weights loaded into it).
+    """
+    import keras
+
+    from fbnet_tf.models import register_serializables
+
+    register_serializables()
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = run_dir(path).model
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no final model yet (training unfinished?); pass a checkpoint such as "
+                                    f"{path.parent / CHECKPOINTS_DIR / 'last.weights.h5'} instead")
+    if path.name.endswith(".weights.h5"):
+        return _from_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file (expected a run dir, a .keras or a .weights.h5)")
+    return keras.models.load_model(path, compile=False)
+
+
+def _from_checkpoint(path: Path):
+    from fbnet_tf.models.facebehaviornet import build_trainer, inference_model
+
+    cfg = load_config(path.parent.parent)
+    cfg = config_lib.override(cfg, ["model.weights=null"])  # the checkpoint holds every weight
+    trainer = build_trainer(cfg)
+    trainer.load_weights(path)
+    return inference_model(trainer.network)
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+
+def completed_epochs(run_dir_path: str | os.PathLike) -> int:
+    """Epochs whose end state BackupAndRestore has saved (0 for a fresh run): where a rerun continues."""
+    metadata = run_dir(run_dir_path).backup / "training_metadata.json"
+    if not metadata.is_file():
+        return 0
+    return int(json.loads(metadata.read_text())["epoch"])
+
+
+def trim_history(run_dir_path: str | os.PathLike, epochs: int) -> int:
+    """Drop rows of `history.csv` for epochs >= `epochs` (a kill can land between the CSV row and the backup, and
+    the resumed run logs that epoch again). Returns the number of rows kept."""
+    path = run_dir(run_dir_path).history
+    if not path.is_file():
+        return 0
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+        fields = rows and list(rows[0].keys())
+    kept = [row for row in rows if int(row["epoch"]) < epochs]
+    if len(kept) == len(rows):
+        return len(kept)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        if kept:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+    os.replace(tmp, path)
+    if not kept:
+        path.unlink()  # CSVLogger writes the header again when the file is absent
+    return len(kept)
+
+
+def best_logged(run_dir_path: str | os.PathLike, column: str) -> float | None:
+    """The lowest value of `column` in `history.csv` (None without one): a resumed "best" checkpoint must beat it."""
+    path = run_dir(run_dir_path).history
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        values = [float(row[column]) for row in csv.DictReader(handle) if row.get(column) not in (None, "")]
+    return min(values) if values else None

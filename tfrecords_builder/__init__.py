@@ -1,0 +1,16 @@
+"""Build the project's TFRecords (DESIGN.md contract) from face databases as the user downloaded them.
+
+`build("rafdb", root, out)` in Python, `python -m tfrecords_builder rafdb --root ... --out ...` on the command line.
+`DATABASES` maps each database name to its builder class.
+"""
+from tfrecords_builder.base import Builder, Item, LayoutError, Reason, Skip, holdout  # noqa: F401
+from tfrecords_builder.writer import BuildError, build, format_summary  # noqa: F401
+
+
+def __getattr__(name):
+    # Discovered on first use so that `import tfrecords_builder` stays cheap.
+    if name == "DATABASES":
+        from tfrecords_builder.registry import databases
+
+        return databases()
+    raise AttributeError(name)

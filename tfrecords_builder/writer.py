@@ -1,0 +1,410 @@
+"""The one build engine: list a builder's items, shard them, turn them into examples (in a process pool),
+write the shards atomically, resume, and account for every skipped input in `manifest.json`.
+
+Determinism: items are sorted by key within their split and cut into contiguous shards; workers return results
+in item order (`imap`), so the bytes of every shard depend on the input and the arguments only, never on
+`workers`. Resume: each finished shard leaves a small state file (fingerprint of its items and of the arguments,
+its sha256, counts and skips) under `<out>/.shards/`; a rerun keeps a shard whose file still has that checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import traceback
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from fbnet_tf.labels import AU_NAMES, COMPOUND_EXPRESSIONS, EXPRESSIONS
+from fbnet_tf.records import SPLITS, encode_example
+from tfrecords_builder.base import Builder, Item, Skip
+from tfrecords_builder.registry import get_builder
+
+MANIFEST = "manifest.json"
+STATE_DIR = ".shards"
+UNEXPECTED_ERROR = "unexpected_error"  # a builder raised something other than Skip: counted, never a crash
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on (strict mode met a skip, or the output folder is unusable)."""
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the internal `_stop_after_shards` option (resume tests): the shards written so far stay."""
+
+
+def build(database: str, root, out, *, workers: int = 1, image_size: int = 112, strict: bool = False,
+          shards: int | None = None, frame_stride: int = 1, progress: bool = True, **builder_options) -> dict:
+    """Build the TFRecords of one database; returns the manifest (also written to `<out>/manifest.json`).
+
+    `database` is a name in `tfrecords_builder.DATABASES`; `root` the folder the user downloaded; `shards` the
+    number of shards per split (default: one per `ITEMS_PER_SHARD` items); `strict` turns any skip into a
+    `BuildError`; other keyword arguments are the builder's own options (`Builder.OPTIONS`).
+    """
+    stop_after = builder_options.pop("_stop_after_shards", None)
+    builder_class = get_builder(database)
+    builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **builder_options)
+    if not builder.root.is_dir():
+        raise builder.layout_error(f"{builder.root} is not a directory")
+    out = Path(out)
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+
+    items, listing_skips = _list(builder, strict)
+    arguments = {"root": str(builder.root.resolve()), "image_size": builder.image_size,
+                 "frame_stride": builder.frame_stride, "shards": shards, "strict": strict, "workers": workers,
+                 "options": builder.options}
+    plan = _plan(builder, items, shards)
+    resumed = [shard for shard in plan if _is_complete(out, shard)]
+    pending = [shard for shard in plan if "state" not in shard]
+
+    import tensorflow  # noqa: F401  - loaded before the bars start, so they time the work, not the import
+
+    written = 0
+    with _Executor(builder_class, builder, workers) as run, _ProgressBars(builder, plan, progress) as bars:
+        results = run(item for shard in pending for item in shard["items"])
+        for shard in pending:
+            _write_shard(out, shard, results, bars.bar(shard["split"]), strict)
+            written += 1
+            if stop_after is not None and written >= stop_after and shard is not pending[-1]:
+                raise BuildInterrupted(f"stopped after {written} shard(s) as asked")
+
+    manifest = _manifest(builder, plan, listing_skips, arguments, [s["file"] for s in resumed], out)
+    _remove_stale(out, builder, plan)
+    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
+    if progress:
+        print(format_summary(manifest), file=sys.stderr)
+    return manifest
+
+
+# --- listing and planning --------------------------------------------------------------------------------------
+def _list(builder: Builder, strict: bool) -> tuple[dict[str, list[Item]], list[dict]]:
+    items: dict[str, list[Item]] = {split: [] for split in SPLITS}
+    skips, seen = [], set()
+    for entry in builder.list_items():
+        if isinstance(entry, Skip):
+            skips.append(entry.record(split=None, sample_id=None))
+        elif entry.key in seen:
+            skips.append(Skip("duplicate", f"{entry.key} is listed more than once; the first is kept",
+                              entry.file, entry.line).record(split=entry.split, sample_id=entry.key))
+        else:
+            seen.add(entry.key)
+            items[entry.split].append(entry)
+        if strict and skips:
+            raise BuildError(f"--strict: {_describe(skips[0])}")
+    for split in items:
+        items[split].sort(key=lambda item: item.key)
+    return items, skips
+
+
+def _plan(builder: Builder, items: dict[str, list[Item]], shards: int | None) -> list[dict]:
+    plan = []
+    for split in SPLITS:
+        split_items = items[split]
+        if not split_items:
+            continue
+        count = shards or math.ceil(len(split_items) / builder.ITEMS_PER_SHARD)
+        count = max(1, min(int(count), len(split_items)))
+        for index in range(count):
+            chunk = split_items[index * len(split_items) // count:(index + 1) * len(split_items) // count]
+            name = f"{builder.NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
+            fingerprint = hashlib.sha256(json.dumps({
+                "builder": builder.NAME, "version": builder.VERSION, "image_size": builder.image_size,
+                "frame_stride": builder.frame_stride, "options": builder.options, "shard": name,
+                "items": [asdict(item) for item in chunk]}, sort_keys=True, default=str).encode()).hexdigest()
+            plan.append({"split": split, "file": name, "items": chunk, "fingerprint": fingerprint})
+    return plan
+
+
+def _is_complete(out: Path, shard: dict) -> bool:
+    state_path, shard_path = out / STATE_DIR / (shard["file"] + ".json"), out / shard["file"]
+    if not (state_path.is_file() and shard_path.is_file()):
+        return False
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if state.get("fingerprint") != shard["fingerprint"] or state.get("sha256") != _sha256(shard_path):
+        return False
+    shard["state"] = state
+    return True
+
+
+# --- processing ------------------------------------------------------------------------------------------------
+_worker_builder: Builder | None = None
+
+
+def _init_worker(builder_class, root, image_size, frame_stride, options):
+    global _worker_builder
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:  # one thread per worker: the pool is the parallelism
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+    _worker_builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **options)
+
+
+def _process_in_worker(item: Item) -> list:
+    return process_item(_worker_builder, item)
+
+
+def process_item(builder: Builder, item: Item) -> list[tuple]:
+    """One item -> [("sample", serialized example, label summary) | ("skip", record)], never raising.
+
+    This is the per-example function a Beam pipeline would map for builds beyond one machine.
+    """
+    results = []
+
+    def skip_record(skip: Skip) -> tuple:
+        if skip.file is None:
+            skip.file, skip.line = item.file, item.line
+        return ("skip", skip.record(split=item.split, sample_id=item.key))
+
+    try:
+        for entry in builder.examples(item):
+            if isinstance(entry, Skip):
+                results.append(skip_record(entry))
+            else:
+                results.append(("sample", _deterministic(encode_example(entry)), _label_summary(entry)))
+    except Skip as skip:
+        results.append(skip_record(skip))
+    except Exception as error:  # noqa: BLE001 - bad input must never crash a build; it is counted instead
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        results.append(skip_record(Skip(UNEXPECTED_ERROR, f"{type(error).__name__}: {error} "
+                                                          f"(at {Path(where.filename).name}:{where.lineno})")))
+    return results
+
+
+def _deterministic(serialized: bytes) -> bytes:
+    """The example re-serialized with its feature map in sorted key order.
+
+    Protobuf serializes map fields in an order that varies between processes; shards must not.
+    """
+    from tensorflow.core.example.example_pb2 import Example
+
+    return Example.FromString(serialized).SerializeToString(deterministic=True)
+
+
+class _Executor:
+    """`run(items)` -> iterator of per-item results in item order; in-process or a spawn process pool."""
+
+    def __init__(self, builder_class, builder: Builder, workers: int):
+        self.builder_class, self.builder, self.workers, self.pool = builder_class, builder, int(workers), None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+
+            # spawn, not fork: the parent may already hold TensorFlow's threads.
+            saved = os.environ.get("OPENBLAS_NUM_THREADS")
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+            try:
+                self.pool = multiprocessing.get_context("spawn").Pool(
+                    self.workers, initializer=_init_worker,
+                    initargs=(self.builder_class, str(self.builder.root), self.builder.image_size,
+                              self.builder.frame_stride, self.builder.options))
+            finally:
+                if saved is None:
+                    os.environ.pop("OPENBLAS_NUM_THREADS", None)
+                else:
+                    os.environ["OPENBLAS_NUM_THREADS"] = saved
+        return self
+
+    def __call__(self, items):
+        if self.pool is None:
+            return (process_item(self.builder, item) for item in items)
+        return self.pool.imap(_process_in_worker, items, chunksize=1)
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            if exc[0] is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+        return False
+
+
+def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
+    import tensorflow as tf
+
+    final, temporary = out / shard["file"], out / f".{shard['file']}.tmp"
+    count, skips, labels = 0, [], _LabelCounter()
+    with tf.io.TFRecordWriter(str(temporary)) as writer:
+        for _ in shard["items"]:
+            for result in next(results):
+                if result[0] == "sample":
+                    writer.write(result[1])
+                    labels.add(result[2])
+                    count += 1
+                else:
+                    if strict:
+                        raise BuildError(f"--strict: {_describe(result[1])}")
+                    skips.append(result[1])
+            if bar is not None:
+                bar.update(1)
+    os.replace(temporary, final)
+    state = {"fingerprint": shard["fingerprint"], "file": shard["file"], "sha256": _sha256(final),
+             "count": count, "labels": labels.counts, "skipped": skips}
+    _atomic_write(out / STATE_DIR / (shard["file"] + ".json"), json.dumps(state).encode())
+    shard["state"] = state
+
+
+# --- accounting ------------------------------------------------------------------------------------------------
+def _label_summary(sample) -> dict:
+    au_mask = None if sample.au_mask is None else np.asarray(sample.au_mask, np.float32)
+    au = None if sample.au is None else np.asarray(sample.au, np.float32)
+    return {"expr": int(sample.expr), "compound": int(sample.compound), "va": sample.va is not None,
+            "au_annotated": [] if au_mask is None else [int(i) for i in np.flatnonzero(au_mask > 0)],
+            "au_positive": [] if au is None or au_mask is None
+            else [int(i) for i in np.flatnonzero((au >= 0.5) & (au_mask > 0))],
+            "attributes": sample.attributes is not None}
+
+
+class _LabelCounter:
+    def __init__(self):
+        self.counts = {"expression": {name: 0 for name in EXPRESSIONS}, "compound": {}, "va": 0,
+                       "au_annotated": {name: 0 for name in AU_NAMES}, "au_positive": {name: 0 for name in AU_NAMES},
+                       "attributes": 0}
+
+    def add(self, summary: dict) -> None:
+        counts = self.counts
+        if summary["expr"] >= 0:
+            counts["expression"][EXPRESSIONS[summary["expr"]]] += 1
+        if summary["compound"] >= 0:
+            name = COMPOUND_EXPRESSIONS[summary["compound"]]
+            counts["compound"][name] = counts["compound"].get(name, 0) + 1
+        counts["va"] += int(summary["va"])
+        counts["attributes"] += int(summary["attributes"])
+        for index in summary["au_annotated"]:
+            counts["au_annotated"][AU_NAMES[index]] += 1
+        for index in summary["au_positive"]:
+            counts["au_positive"][AU_NAMES[index]] += 1
+
+    def merge(self, other: dict) -> None:
+        for key, value in other.items():
+            if isinstance(value, dict):
+                for name, n in value.items():
+                    self.counts[key][name] = self.counts[key].get(name, 0) + n
+            else:
+                self.counts[key] += value
+
+
+def _manifest(builder, plan, listing_skips, arguments, resumed, out) -> dict:
+    splits, skipped = {}, list(listing_skips)
+    for shard in plan:
+        state = shard["state"]
+        entry = splits.setdefault(shard["split"], {"count": 0, "items": 0, "skipped": 0, "shards": [],
+                                                   "_labels": _LabelCounter()})
+        entry["count"] += state["count"]
+        entry["items"] += len(shard["items"])
+        entry["skipped"] += len(state["skipped"])
+        entry["shards"].append({"file": state["file"], "count": state["count"], "sha256": state["sha256"]})
+        entry["_labels"].merge(state["labels"])
+        skipped.extend(state["skipped"])
+    for entry in splits.values():
+        entry["labels"] = entry.pop("_labels").counts
+    return {
+        "format": "fbnet-tfrecords/1",
+        "database": builder.NAME,
+        "builder": f"{type(builder).__module__}.{type(builder).__qualname__}",
+        "builder_version": builder.VERSION,
+        "arguments": arguments,
+        "splits": splits,
+        "total": sum(entry["count"] for entry in splits.values()),
+        "skipped_by_reason": dict(sorted(Counter(record["reason"] for record in skipped).items())),
+        "skipped": skipped,
+        "resumed_shards": resumed,
+    }
+
+
+def format_summary(manifest: dict) -> str:
+    """The end-of-build table: kept per split, skipped per reason."""
+    lines = [f"{manifest['database']} {manifest['builder_version']}: {manifest['total']} examples",
+             f"  {'split':<12}{'kept':>9}{'skipped':>9}{'shards':>8}"]
+    for split, entry in manifest["splits"].items():
+        lines.append(f"  {split:<12}{entry['count']:>9}{entry['skipped']:>9}{len(entry['shards']):>8}")
+    listing = sum(1 for record in manifest["skipped"] if record.get("split") is None)
+    if listing:
+        lines.append(f"  {'(annotation rows)':<12}{'':>9}{listing:>9}")
+    if manifest["skipped_by_reason"]:
+        lines.append(f"  {'skip reason':<24}{'count':>9}")
+        for reason, n in manifest["skipped_by_reason"].items():
+            lines.append(f"  {reason:<24}{n:>9}")
+    if manifest["resumed_shards"]:
+        lines.append(f"  resumed {len(manifest['resumed_shards'])} complete shard(s)")
+    return "\n".join(lines)
+
+
+# --- files -----------------------------------------------------------------------------------------------------
+class _ProgressBars:
+    """One tqdm bar per split, opened when the split's first pending shard starts (items, resumed ones counted)."""
+
+    def __init__(self, builder, plan, progress: bool):
+        self.name, self.enabled, self.current, self.split = builder.NAME, progress, None, None
+        self.totals, self.done = Counter(), Counter()
+        for shard in plan:
+            self.totals[shard["split"]] += len(shard["items"])
+            if "state" in shard:
+                self.done[shard["split"]] += len(shard["items"])
+
+    def bar(self, split: str):
+        if not self.enabled:
+            return None
+        if split != self.split:
+            self.close()
+            from tqdm import tqdm
+
+            self.split = split
+            self.current = tqdm(total=self.totals[split], initial=self.done[split], desc=f"{self.name} {split}",
+                                unit="item", file=sys.stderr)
+        return self.current
+
+    def close(self):
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _remove_stale(out: Path, builder: Builder, plan: list[dict]) -> None:
+    """Shards of an earlier run with another shard count, and temp files of a killed run, would mislead readers."""
+    keep = {shard["file"] for shard in plan}
+    for path in out.glob(f"{builder.NAME}-*.tfrecord-*-of-*"):
+        if path.name not in keep and path.name.split(".tfrecord-")[0] in {f"{builder.NAME}-{s}" for s in SPLITS}:
+            path.unlink()
+            (out / STATE_DIR / (path.name + ".json")).unlink(missing_ok=True)
+    for path in out.glob(f".{builder.NAME}-*.tfrecord-*.tmp"):
+        path.unlink()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(record: dict) -> str:
+    where = f"{record.get('file') or '?'}{':' + str(record['line']) if record.get('line') else ''}"
+    return f"{where}: {record['reason']}: {record['message']}"
