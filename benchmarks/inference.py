@@ -26,7 +26,8 @@ def smooth_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     import cv2
 
     rng = np.random.default_rng(seed)
-    images = [cv2.GaussianBlur(rng.uniform(0, 255, (size, size, 3)).astype(np.float32), (0, 0), 3) for _ in range(count)]
+    images = [cv2.GaussianBlur(rng.uniform(0, 255, (size, size, 3)).astype(np.float32), (0, 0), 3)
+              for _ in range(count)]
     return np.clip((np.stack(images) - 127.5) * 4 + 127.5, 0, 255).astype(np.float32)
 
 

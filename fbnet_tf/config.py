@@ -142,7 +142,7 @@ def _merge(obj, values: Mapping[str, Any], source: str, prefix: str):
     changes = {}
     for key, value in values.items():
         if key not in names:
-            raise ValueError(f"{source}: unknown key {prefix}{key!r}; expected one of {sorted(names)}")
+            raise ValueError(f"{source}: unknown key '{prefix}{key}'; expected one of {sorted(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             changes[key] = _merge(current, value or {}, source, f"{prefix}{key}.")

@@ -29,7 +29,6 @@ STREAMS = ("va", "au", "expr")
 # move in. Other sizes keep the same ratio (resize the stored crop to image_size * CROP_MARGIN, then crop).
 CROP_MARGIN = 112 / 96
 SHUFFLE_BUFFER = 4096
-_LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
 _ID_KEYS = ("source", "split", "sample_id", "subject")
 
 
@@ -153,16 +152,43 @@ def eval_image(encoded, image_size: int):
 
 
 def train_image(encoded, image_size: int, seed):
-    """Random crop, horizontal flip and colour jitter, driven by a [2] stateless seed (reproducible anywhere)."""
-    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    """Random crop and horizontal flip of one image, driven by a [2] stateless seed (reproducible anywhere)."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     image = _resize_to(_decode(encoded), _stored_side(image_size))
-    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
     # Expressions and AUs are symmetric labels here: a mirrored face keeps them.
-    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1]) / 255.0
-    image = tf.image.stateless_random_brightness(image, 0.1, seed=seeds[2])
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed=seeds[3])
-    image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seed=seeds[4])
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+# Colour jitter ranges: brightness shift (0..255 scale), contrast and saturation factors.
+BRIGHTNESS, CONTRAST, SATURATION = 25.0, (0.8, 1.2), (0.8, 1.2)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def colour_jitter(images, seed):
+    """Per-image brightness, contrast and saturation jitter of a batch [B,S,S,3] (0..255), vectorised.
+
+    Brightness adds a shift, contrast scales each image about its per-channel mean (as `tf.image.adjust_contrast`),
+    saturation blends with the grey (luma) image (as torchvision). All three are affine in the pixel, so they are
+    folded into one 3x3 matrix and offset per image: one pass over the pixels instead of a dozen.
+    """
+    n = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    brightness = tf.random.stateless_uniform([n, 1, 1], seeds[0], -BRIGHTNESS, BRIGHTNESS)
+    contrast = tf.random.stateless_uniform([n, 1, 1], seeds[1], *CONTRAST)
+    saturation = tf.random.stateless_uniform([n, 1, 1], seeds[2], *SATURATION)
+    # saturation: x -> s x + (1 - s) (luma . x) 1, as a row-vector matrix M [B,3,3]
+    blend = saturation * tf.eye(3) + (1.0 - saturation) * tf.constant(_LUMA)[:, None] * tf.ones([1, 3])
+    pixels = tf.reshape(images, [n, -1, 3])
+    mean = tf.reduce_mean(pixels, axis=1, keepdims=True)  # [B,1,3]
+    # M (c x + (1 - c) mean + b) = x (c M) + ((1 - c) mean + b) M
+    offset = tf.matmul((1.0 - contrast) * mean + brightness, blend)
+    pixels = tf.matmul(pixels, contrast * blend) + offset
+    return tf.reshape(tf.clip_by_value(pixels, 0.0, 255.0), tf.shape(images))
+
+
+# XLA fuses the jitter into about two passes over the pixels (2.4x less CPU than the plain graph on this machine).
+_colour_jitter_fused = tf.function(colour_jitter, jit_compile=True)
 
 
 def _has_label(stream: str, features) -> tf.Tensor:
@@ -216,7 +242,8 @@ def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: b
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic, seed, input_context):
+def _stream_dataset(stream, files, *, image_size, augment, deterministic, seed, input_context):
+    """One stream's endless, shuffled (image, stream-only targets) elements, cropped (and flipped) per image."""
     stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
     shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
     if shard_files:
@@ -237,14 +264,7 @@ def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic,
             image = eval_image(features["image/encoded"], image_size)
         return image, _stream_targets(stream, features)
 
-    ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    return ds.batch(batch, drop_remainder=True)
-
-
-def _concat_streams(*batches):
-    images = tf.concat([b[0] for b in batches], axis=0)
-    targets = {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
-    return images, targets
+    return ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
 def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
@@ -270,15 +290,21 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     shares = stream_batch_sizes(sizes, replica_batch)
     steps_per_epoch = max(math.ceil(sizes[s] / (b * replicas)) for s, b in shares.items())
 
-    streams = []
-    for stream in (s for s in STREAMS if s in shares):
-        files = [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)]
-        streams.append(_stream_dataset(stream, files, batch=shares[stream], image_size=image_size, augment=augment,
-                                       deterministic=deterministic, seed=seed, input_context=input_context))
-    ds = tf.data.Dataset.zip(tuple(streams)).map(_concat_streams, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic, sharded=input_context is not None)), \
-        steps_per_epoch
+    streams = [_stream_dataset(stream, [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)],
+                               image_size=image_size, augment=augment, deterministic=deterministic, seed=seed,
+                               input_context=input_context)
+               for stream in shares]
+    # Every batch takes shares[stream] consecutive elements of each stream, in the order of STREAMS: the batch is
+    # assembled element by element, so no per-stream batch has to be concatenated (copied) again.
+    pattern = [i for i, n in enumerate(shares.values()) for _ in range(n)]
+    selector = tf.data.Dataset.from_tensor_slices(tf.constant(pattern, tf.int64)).repeat()
+    ds = tf.data.Dataset.choose_from_datasets(streams, selector).batch(replica_batch, drop_remainder=True)
+    if augment:  # colour jitter on whole batches (vectorised), seeded per batch
+        jitter_seed = tf.constant(seed + 1_000_003, tf.int64)
+        ds = ds.enumerate().map(lambda i, b: (_colour_jitter_fused(b[0], tf.stack([jitter_seed, i])), b[1]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    options = _options(deterministic, sharded=input_context is not None)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options), steps_per_epoch
 
 
 def _options(deterministic: bool, sharded: bool) -> tf.data.Options:

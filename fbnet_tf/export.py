@@ -270,7 +270,7 @@ def tflite_runner(path, num_threads: int | None = None):
     with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": it still is the runtime TF ships
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-    runner = interpreter.get_signature_runner()  # the file's one signature
+        runner = interpreter.get_signature_runner()  # the file's one signature
     (input_name, in_detail), = runner.get_input_details().items()
     out_details = runner.get_output_details()
 
@@ -386,7 +386,9 @@ def convert_tflite(version_dir, variant: str, representative=None) -> bytes:
         converter.inference_input_type = tf.uint8
     elif variant not in ("fp32", "dynamic"):
         raise ValueError(f"unknown TFLite variant {variant!r}; expected one of {TFLITE_VARIANTS}")
-    return converter.convert()
+    with warnings.catch_warnings():  # calibration runs the deprecated tf.lite.Interpreter
+        warnings.simplefilter("ignore")
+        return converter.convert()
 
 
 def convert_onnx(version_dir, path, opset: int = 17) -> Path:
@@ -416,15 +418,20 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
     record dirs). `model` overrides the run's model (the run dir then only names where to write).
     Every converted file is checked against the SavedModel; `parity.json` lands in `out`.
     """
-    formats = [f.strip() for f in ([formats] if isinstance(formats, str) else formats) for f in f.split(",") if f]
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    formats = [name.strip() for name in formats if name.strip()]
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; expected some of {FORMATS}")
     out = Path(out) if out else Path(run_dir) / "export"
     model = model if model is not None else load_model(run_dir)
     size = model_input_size(model)
-    record_dirs = [str(d) for d in ([representative] if isinstance(representative, (str, Path)) else representative
-                                    or training_record_dirs(run_dir))]
+    if representative is None:
+        record_dirs = training_record_dirs(run_dir)
+    else:
+        record_dirs = [str(d) for d in ([representative] if isinstance(representative, (str, Path))
+                                        else representative)]
     calibration, held = calibration_and_holdout(record_dirs, size)
     model_root = out / model_name
     if version is None:
@@ -436,7 +443,8 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
               "record_dirs": record_dirs, "files": {}}
 
     # The SavedModel is the reference every other format is checked against, so it is always written.
-    warmup = np.clip(np.round(held[:8]), 0, 255).astype(np.uint8)
+    # Warm-up requests carry real crops at their stored size (112), so they exercise the in-graph resize too.
+    warmup = np.clip(np.round(record_images(record_files(record_dirs), 112, 8)), 0, 255).astype(np.uint8)
     save_savedmodel(model, version_dir, warmup, model_name)
     result["savedmodel"] = version_dir
     reference = run_batched(savedmodel_runner(version_dir), held)

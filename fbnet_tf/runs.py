@@ -103,6 +103,7 @@ def _from_checkpoint(path: Path):
     cfg = load_config(path.parent.parent)
     cfg = config_lib.override(cfg, ["model.weights=null"])  # the checkpoint holds every weight
     trainer = build_trainer(cfg)
+    trainer.build((None, cfg.model.image_size, cfg.model.image_size, 3))
     trainer.load_weights(path)
     return inference_model(trainer.network)
 

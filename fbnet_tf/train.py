@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -126,9 +127,12 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
                                                          monitor="val_loss", save_best_only=True,
                                                          save_weights_only=True,
                                                          initial_value_threshold=best_val_loss))
-    callbacks += [keras.callbacks.CSVLogger(str(run.history), append=True),
-                  keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"),
-                  keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False)]
+    callbacks.append(keras.callbacks.CSVLogger(str(run.history), append=True))
+    if importlib.util.find_spec("tensorboard") is not None:  # tensorflow-cpu 2.21 no longer pulls it in
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"))
+    else:
+        log.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install tensorboard)", run.logs)
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False))
     return callbacks
 
 

@@ -38,16 +38,16 @@ class BuildInterrupted(RuntimeError):
     """Raised by the internal `_stop_after_shards` option (resume tests): the shards written so far stay."""
 
 
-def build(database: str, root, out, *, workers: int = 1, image_size: int = 112, strict: bool = False,
+def build(database: str | type[Builder], root, out, *, workers: int = 1, image_size: int = 112, strict: bool = False,
           shards: int | None = None, frame_stride: int = 1, progress: bool = True, **builder_options) -> dict:
     """Build the TFRecords of one database; returns the manifest (also written to `<out>/manifest.json`).
 
-    `database` is a name in `tfrecords_builder.DATABASES`; `root` the folder the user downloaded; `shards` the
+    `database` is a name in `tfrecords_builder.DATABASES` (or a `Builder` subclass); `root` the folder the user downloaded; `shards` the
     number of shards per split (default: one per `ITEMS_PER_SHARD` items); `strict` turns any skip into a
     `BuildError`; other keyword arguments are the builder's own options (`Builder.OPTIONS`).
     """
     stop_after = builder_options.pop("_stop_after_shards", None)
-    builder_class = get_builder(database)
+    builder_class = database if isinstance(database, type) else get_builder(database)
     builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **builder_options)
     if not builder.root.is_dir():
         raise builder.layout_error(f"{builder.root} is not a directory")
@@ -140,14 +140,9 @@ _worker_builder: Builder | None = None
 
 def _init_worker(builder_class, root, image_size, frame_stride, options):
     global _worker_builder
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:  # one thread per worker: the pool is the parallelism
-        import tensorflow as tf
+    import cv2
 
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except (ImportError, RuntimeError):
-        pass
+    cv2.setNumThreads(1)
     _worker_builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **options)
 
 
@@ -156,7 +151,7 @@ def _process_in_worker(item: Item) -> list:
 
 
 def process_item(builder: Builder, item: Item) -> list[tuple]:
-    """One item -> [("sample", serialized example, label summary) | ("skip", record)], never raising.
+    """One item -> [("sample", Sample) | ("skip", record)], never raising.
 
     This is the per-example function a Beam pipeline would map for builds beyond one machine.
     """
@@ -172,7 +167,7 @@ def process_item(builder: Builder, item: Item) -> list[tuple]:
             if isinstance(entry, Skip):
                 results.append(skip_record(entry))
             else:
-                results.append(("sample", _deterministic(encode_example(entry)), _label_summary(entry)))
+                results.append(("sample", entry))
     except Skip as skip:
         results.append(skip_record(skip))
     except Exception as error:  # noqa: BLE001 - bad input must never crash a build; it is counted instead
@@ -182,14 +177,16 @@ def process_item(builder: Builder, item: Item) -> list[tuple]:
     return results
 
 
-def _deterministic(serialized: bytes) -> bytes:
-    """The example re-serialized with its feature map in sorted key order.
-
-    Protobuf serializes map fields in an order that varies between processes; shards must not.
-    """
+def serialize(sample) -> bytes:
+    """`encode_example` with the feature map in sorted key order: protobuf serializes map fields in an order
+    that varies between processes, and shards must not."""
     from tensorflow.core.example.example_pb2 import Example
 
-    return Example.FromString(serialized).SerializeToString(deterministic=True)
+    return Example.FromString(encode_example(sample)).SerializeToString(deterministic=True)
+
+
+_WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                       "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 class _Executor:
@@ -202,25 +199,28 @@ class _Executor:
         if self.workers > 1:
             import multiprocessing
 
-            # spawn, not fork: the parent may already hold TensorFlow's threads.
-            saved = os.environ.get("OPENBLAS_NUM_THREADS")
-            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+            # spawn, not fork: the parent may already hold TensorFlow's threads. One thread per worker (numpy,
+            # OpenCV, TensorFlow when a builder detects faces): the pool is the parallelism. Workers only
+            # make samples; the parent encodes them, so an aligned-crop build never imports TF in a worker.
+            saved = {name: os.environ.get(name) for name in _WORKER_ENVIRONMENT}
+            os.environ.update(_WORKER_ENVIRONMENT)
             try:
                 self.pool = multiprocessing.get_context("spawn").Pool(
                     self.workers, initializer=_init_worker,
                     initargs=(self.builder_class, str(self.builder.root), self.builder.image_size,
                               self.builder.frame_stride, self.builder.options))
             finally:
-                if saved is None:
-                    os.environ.pop("OPENBLAS_NUM_THREADS", None)
-                else:
-                    os.environ["OPENBLAS_NUM_THREADS"] = saved
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
         return self
 
     def __call__(self, items):
         if self.pool is None:
             return (process_item(self.builder, item) for item in items)
-        return self.pool.imap(_process_in_worker, items, chunksize=1)
+        return self.pool.imap(_process_in_worker, items, chunksize=4)
 
     def __exit__(self, *exc):
         if self.pool is not None:
@@ -241,8 +241,8 @@ def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
         for _ in shard["items"]:
             for result in next(results):
                 if result[0] == "sample":
-                    writer.write(result[1])
-                    labels.add(result[2])
+                    writer.write(serialize(result[1]))
+                    labels.add(_label_summary(result[1]))
                     count += 1
                 else:
                     if strict:

@@ -43,8 +43,8 @@ def _run(jobs: list, workers: int, desc: str) -> list:
     context = multiprocessing.get_context("spawn")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        chunk = max(1, min(16, len(jobs) // (8 * workers)))
-        return list(tqdm(pool.map(_call, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit="job"))
+        # chunksize 1: a chunk holding several videos would keep one worker busy while the other idles.
+        return list(tqdm(pool.map(_call, jobs, chunksize=1), total=len(jobs), desc=desc, unit="job"))
 
 
 def render_world(out, *, seed: int = 0, scale: str = "small", workers: int = 2,

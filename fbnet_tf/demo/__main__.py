@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     sheet = commands.add_parser("sheet", help="draw the contact sheet: one row per expression and per AU")
     sheet.add_argument("--out", required=True, help="PNG file to write")
     sheet.add_argument("--seed", type=int, default=0)
-    sheet.add_argument("--tile", type=int, default=96, help="tile size in pixels")
+    sheet.add_argument("--tile", type=int, default=80, help="tile size in pixels")
     args = parser.parse_args(argv)
 
     if args.command == "render":

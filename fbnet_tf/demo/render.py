@@ -38,7 +38,7 @@ class Scene:
     noise: float = 0.0  # Gaussian noise std on 0..1 pixels
     gaze: tuple = (0.0, 0.0)
     occlusion: float = 0.0  # 0 = none, else the fraction of the face an occluder covers (roughly)
-    background: int = 0  # background style
+    background: int = 0  # 0 a random photo-like backdrop, 1 a plain studio backdrop
     face: bool = True  # False draws the background only ("no face")
     seed: int = 0
 
@@ -125,6 +125,9 @@ def _ellipse(centre, axes, n: int = 24, start: float = 0.0, stop: float = 2 * np
 def _background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """A photo-like backdrop: a colour gradient, low-frequency blotches and a few blurred shapes."""
     h, w = scene.height, scene.width
+    if scene.background == 1:  # plain studio backdrop (the contact sheet)
+        ramp = np.linspace(0.9, 0.75, h, dtype=np.float32)[:, None, None]
+        return np.ascontiguousarray(np.broadcast_to(ramp * np.array([230, 235, 242], np.float32), (h, w, 3)), np.uint8)
     c1, c2 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -187,8 +190,14 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
     _fill(img, f.px([[-1.5, 2.4], [-1.3, 1.65], [-0.35, 1.45], [0.35, 1.45], [1.3, 1.65], [1.5, 2.4],
                      [1.5, 4.0], [-1.5, 4.0]]), cloth)
     neck = f.px([[-0.36 * w, 0.8], [0.36 * w, 0.8], [0.38 * w, 1.65], [0, 1.75], [-0.38 * w, 1.65]])
-    _fill(img, neck, skin * 0.8)
     volume = i.hair_volume
+    if i.hairline < 0.12 and i.hair_length > 0:  # long hair falls behind the neck to the shoulders
+        bottom = 0.3 + i.hair_length
+        _fill(img, f.px(np.concatenate([_ellipse((0, -0.12), (0.9 * w * volume, 1.1), 16, np.pi, 2 * np.pi),
+                                        [[0.95 * w * volume, bottom], [0.55 * w, bottom + 0.1],
+                                         [-0.55 * w, bottom + 0.1], [-0.95 * w * volume, bottom]]]), lift=-0.3),
+              hair * 0.8)
+    _fill(img, neck, skin * 0.8)
     if i.hairline < 0.12:
         _fill(img, f.px(_ellipse((0, -0.12), (0.86 * w * volume, 1.05 + 0.1 * volume), 32, np.pi * 0.85,
                                  np.pi * 2.15), lift=-0.3), hair * 0.85)
@@ -207,14 +216,14 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
     _shade_skin(img, f, skin_mask, outline)
     if i.beard > 0:
         stubble = np.concatenate([lm[3:14], f.px([[0.3, 0.5], [0.12, 0.48], [-0.12, 0.48], [-0.3, 0.5]])])
-        _blend(img, np.full_like(img, _u8(hair * 0.6)), _mask(shape, [stubble]), 0.55 * i.beard)
+        soft = cv2.GaussianBlur(_mask(shape, [stubble]), (0, 0), max(0.5, 0.03 * s))
+        _blend(img, np.full_like(img, _u8(hair * 0.6)), soft, 0.4 * i.beard)
     # Hair over the forehead down to the hairline.
     top = 0.58 + i.hairline
     line = np.stack([0.8 * w * np.cos(theta), -0.15 - (top - 0.15) * np.sin(theta) ** 0.5], axis=1)
     crown = _ellipse((0, -0.12), (0.9 * w * volume, 1.08 + 0.1 * volume), 15, np.pi * 1.0, np.pi * 2.0)
     if i.hairline < 0.12:
         _fill(img, f.px(np.concatenate([line, crown]), lift=0.05), hair)
-        _line(img, f.px(line[3:12] + [0, 0.06]), hair * 0.7, 0.02 * s)
     _draw_brows(img, f)
     _draw_eyes(img, f)
     _draw_nose(img, f)
@@ -235,9 +244,11 @@ def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.nd
         blob(f.px(_ellipse(c + [0.0, -0.03], (0.19, 0.11))), -0.22)
         blob(f.px(_ellipse(c + [0.0, 0.08], (0.13, 0.04))), -0.08)  # lower lid hollow
         cheek_up = 0.07 * f.a(6) + 0.03 * f.a(12)
-        blob(f.px(_ellipse((side * 0.36, 0.33 - cheek_up), (0.16, 0.11 + 0.02 * f.a(6)))), 0.07 + 0.08 * f.a(6))
+        blob(f.px(_ellipse((side * 0.36, 0.33 - cheek_up), (0.16, 0.11 + 0.02 * f.a(6)))), 0.05 + 0.035 * f.a(6))
         if f.a(6) > 0.05:
-            blob(f.px(_curve([side * 0.5, 0.42 - cheek_up], [side * 0.2, 0.5 - cheek_up], 0.04)), -0.1 * f.a(6))
+            blob(f.px(np.concatenate([_curve([side * 0.52, 0.42 - cheek_up], [side * 0.18, 0.5 - cheek_up], 0.04),
+                                      _curve([side * 0.18, 0.56 - cheek_up], [side * 0.52, 0.5 - cheek_up], 0.0)])),
+                 -0.14 * f.a(6))
     nose_side = 0.2 * np.sin(np.deg2rad(f.scene.yaw)) + 0.0
     for side in (-1, 1):  # the nose's sides, darker on the side turned away
         wing = p[31 if side < 0 else 35]
@@ -249,7 +260,7 @@ def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.nd
     blob(f.px(_ellipse(p[57] + [0, 0.06], (0.13, 0.035))), -0.2)  # under the lower lip
     blob(f.px(_ellipse((0, -0.45), (0.35, 0.18))), 0.06)
     chin = p[8] + [0, -0.16 + 0.03 * f.a(17)]
-    blob(f.px(_ellipse(chin, (0.13, 0.08 + 0.02 * f.a(17)))), 0.05 + 0.08 * f.a(17))
+    blob(f.px(_ellipse(chin, (0.13, 0.08 + 0.02 * f.a(17)))), 0.05 + 0.12 * f.a(17))
     blob(np.concatenate([f.px([[-0.36 * f.identity.face_width, 0.75], [0.36 * f.identity.face_width, 0.75]]),
                          lm[[12, 8, 4]] + [0, 0.06 * s]]), -0.0)
     sigma = max(0.6, 0.035 * s)

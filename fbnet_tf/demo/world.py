@@ -129,8 +129,8 @@ def smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Video:
-    """A person's clip: per-frame expression (-1 in transitions is not used: the segment's label holds), FACS
-    intensities [T, 17], VA [T, 2] and head pose [T, 3] (yaw, pitch, roll), all varying smoothly."""
+    """A person's clip: per-frame expression (the segment's, also while AUs glide into it), FACS intensities
+    [T, 17], VA [T, 2] and head pose [T, 3] (yaw, pitch, roll), all varying smoothly."""
 
     identity: fm.Identity
     expression: np.ndarray  # [T] canonical index, 7 = "other"
@@ -145,13 +145,13 @@ class Video:
 
 def sample_video(rng: np.random.Generator, identity: fm.Identity, frames: int, *, other: float = 0.05,
                  expression_p=None, max_yaw: float = 25.0) -> Video:
-    """Segments of 12-40 frames, each an expression (or "other" = 7 with probability `other`); AUs and VA glide
+    """Segments of 8-30 frames, each an expression (or "other" = 7 with probability `other`); AUs and VA glide
     between segments (Gaussian smoothing over ~3 frames), the head wanders slowly."""
     basic, _ = tables()
     p = np.asarray(expression_p if expression_p is not None else [0.25, 0.12, 0.1, 0.1, 0.19, 0.12, 0.12])
     labels, targets, places = [], [], []
     while len(labels) < frames:
-        length = int(rng.integers(12, 41))
+        length = int(rng.integers(8, 31))
         if rng.uniform() < other:
             expression, row = 7, (rng.uniform(size=len(AUS)) < 0.15) * rng.uniform(0.3, 1, len(AUS))
             place = rng.uniform(-0.4, 0.4, 2)

@@ -1,0 +1,107 @@
+"""Images/s of FaceBehaviorNet's full multi-task training step against the bare network's, same batch, same run.
+
+    python benchmarks/train_step.py                 # paper preset, 96x96, batch 32, 5 timed steps
+    python benchmarks/train_step.py --preset small --batch 64 --steps 20
+
+Rows (each an Adam step, forward + backward + update, on the same images):
+- bare backbone:  the 13 VGG-FACE conv layers with a plain Keras MSE loss (no heads, no masks).
+- bare network:   backbone + FC 4096 x 2 + linear heads, plain Keras MSE loss on the raw outputs.
+- full step:      FaceBehaviorNetTrainer: a three-stream batch (VA/AU/EXPR rows in the paper's 401:247:103
+                  proportion) with its masks, eq. 1 + soft co-annotation + distribution matching, every loss term
+                  and the streaming metrics logged.
+Steps are interleaved (bare, network, full, bare, ...) so that load from other processes hits every row alike; the
+median step time is reported. The target is full step >= 0.95 x the bare backbone's images/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fbnet_tf import config  # noqa: E402
+from fbnet_tf.models import facebehaviornet as fbn  # noqa: E402
+
+
+def three_stream_batch(n: int, size: int, seed: int = 0):
+    """n images: VA rows, then AU rows, then EXPR rows, each with only its own labels (as fbnet_tf.data yields)."""
+    rng = np.random.default_rng(seed)
+    n_va = round(n * 401 / 751)
+    n_au = round(n * 247 / 751)
+    rows = np.arange(n)
+    is_va, is_au = rows < n_va, (rows >= n_va) & (rows < n_va + n_au)
+    is_expr = rows >= n_va + n_au
+    images = rng.uniform(0, 255, (n, size, size, 3)).astype(np.float32)
+    targets = {"expr": np.where(is_expr, rng.integers(0, 7, n), -1).astype(np.int32),
+               "va": np.where(is_va[:, None], rng.uniform(-1, 1, (n, 2)), 0).astype(np.float32),
+               "va_mask": is_va.astype(np.float32),
+               "au": np.where(is_au[:, None], rng.random((n, 17)) > 0.7, 0).astype(np.float32),
+               "au_mask": np.repeat(is_au[:, None], 17, axis=1).astype(np.float32)}
+    return images, targets
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (after one warm-up step)")
+    parser.add_argument("--jit", action="store_true", help="XLA (slower on CPU, see stack notes)")
+    args = parser.parse_args(argv)
+
+    cfg = config.override(config.experiment("soft_coannotation_distr_matching_du2014"),
+                          [f"model.preset={args.preset}"])
+    size = cfg.model.image_size
+    images, targets = three_stream_batch(args.batch, size)
+
+    trainer = fbn.build_trainer(cfg)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=args.jit)
+
+    bare_network = fbn.build_network(cfg)
+    network_outputs = bare_network(images[:1])
+    bare_network.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=args.jit)
+    network_zeros = {k: np.zeros((args.batch, v.shape[-1]), np.float32) for k, v in network_outputs.items()}
+
+    backbone = fbn.build_network(cfg).backbone
+    backbone.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=args.jit)
+    backbone_zeros = np.zeros((args.batch, *backbone.output_shape[1:]), np.float32)
+
+    rows = {
+        "bare backbone (conv1_1..pool5, MSE)": lambda: backbone.train_on_batch(images, backbone_zeros),
+        "bare network (+FC, heads, MSE)": lambda: bare_network.train_on_batch(images, network_zeros),
+        "full step (3 streams, masks, eq.1 + soft co-ann. + DM)": lambda: trainer.train_on_batch(images, targets),
+    }
+    times = {name: [] for name in rows}
+    print(f"preset={args.preset} ({size}x{size}, width {cfg.model.width}, FC {cfg.model.fc_units}), "
+          f"batch {args.batch}, {args.steps} timed steps, jit_compile={args.jit}; warming up (tracing) ...",
+          flush=True)
+    for step in range(args.steps + 1):
+        for name, fn in rows.items():
+            start = time.perf_counter()
+            fn()
+            if step > 0:  # step 0 traces the function
+                times[name].append(time.perf_counter() - start)
+        if step > 0:
+            print(f"  step {step}/{args.steps}: " + ", ".join(f"{t[-1]:.2f}s" for t in times.values()), flush=True)
+
+    bare = args.batch / statistics.median(times[next(iter(rows))])
+    print()
+    print(f"| {'training step':<56} | {'median s/step':>13} | {'img/s':>7} | {'vs bare backbone':>16} |")
+    print(f"|{'-' * 58}|{'-' * 15}|{'-' * 9}|{'-' * 18}|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        rate = args.batch / median
+        print(f"| {name:<56} | {median:>13.3f} | {rate:>7.2f} | {rate / bare:>16.3f} |")
+    full = args.batch / statistics.median(times[list(rows)[-1]])
+    print(f"\nfull / bare backbone = {full / bare:.3f} (target >= 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

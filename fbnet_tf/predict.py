@@ -1,0 +1,360 @@
+"""Facial behaviour of every face in an image, a folder of images or a video: one CSV row per face per frame.
+
+    python -m fbnet_tf.predict photo.jpg --model runs/demo/export/fbnet
+    python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/fbnet_dynamic.tflite --annotate --every 5
+
+Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
+crops, run the model (resized to its input size), write rows. `--model` is a SavedModel (a version dir or a TF
+Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are read one at a time, so
+memory stays flat however long the video. Unreadable inputs are logged and listed in `errors.csv`, not fatal.
+
+    from fbnet_tf import Predictor
+    table = Predictor("runs/demo/export/fbnet").predict("photo.jpg")   # a pandas DataFrame, one row per face
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+CROP_SIZE = 112  # the builders' alignment size; the model resizes from it
+COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score", *VA_NAMES, "top_expression",
+           *EXPRESSIONS, *AU_NAMES)
+ERROR_COLUMNS = ("file", "frame", "reason")
+
+
+@dataclass
+class Frame:
+    """One decoded frame (RGB uint8), or why it could not be read (`image` None, `error` set)."""
+
+    file: str
+    index: int
+    time: float
+    image: np.ndarray | None = None
+    error: str = ""
+
+
+# ---------------------------------------------------------------- models
+
+class _Model:
+    """The model behind any deployable file: call(crops uint8 [N, 112, 112, 3]) -> dict of numpy outputs."""
+
+    def __init__(self, path):
+        from fbnet_tf import export
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such model (expected a SavedModel dir, .tflite, .onnx, "
+                                    "a run dir or a .keras file)")
+        self.path, self.kind = path, None
+        savedmodel = _savedmodel_dir(path)
+        if savedmodel is not None:
+            import tensorflow as tf
+
+            self.kind = "savedmodel"
+            signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
+            self._serve = lambda crops: {k: v.numpy() for k, v in signature(
+                **{export.SERVING_INPUT: tf.constant(crops)}).items()}
+            self.path = savedmodel
+            return
+        if path.suffix == ".tflite":
+            self.kind, runner = "tflite", export.tflite_runner(path)
+            self.size = _tflite_input_size(path)
+        elif path.suffix == ".onnx":
+            self.kind, runner = "onnx", export.onnx_runner(path)
+            import onnxruntime as ort
+
+            shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+            self.size = int(shape[1])
+        else:
+            self.kind = "keras"
+            model = export.load_model(path)
+            self.size = export.model_input_size(model)
+            runner = lambda images: {k: np.asarray(v) for k, v in model(images, training=False).items()}  # noqa: E731
+        self._serve = lambda crops: runner(self._resize(crops))
+
+    def _resize(self, crops):
+        # The same bilinear resize the exported SavedModel graph does.
+        import tensorflow as tf
+
+        return tf.image.resize(tf.cast(crops, tf.float32), (self.size, self.size), method="bilinear").numpy()
+
+    def __call__(self, crops: np.ndarray) -> dict:
+        return self._serve(np.asarray(crops, np.uint8))
+
+
+def _savedmodel_dir(path: Path) -> Path | None:
+    """The SavedModel version dir for a version dir or a TF Serving model root (highest version); else None."""
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()] \
+        if path.is_dir() else []
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def _tflite_input_size(path) -> int:
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    return int(interpreter.get_input_details()[0]["shape"][1])
+
+
+# ---------------------------------------------------------------- frames
+
+def input_files(path) -> list[Path]:
+    """The image and video files `path` names: itself, or a folder's (sorted, not recursive)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return [path]
+
+
+def read_frames(path: Path, every: int = 1) -> Iterator[Frame]:
+    """Frames of one image or video file, lazily; a file that cannot be read gives one Frame with the reason."""
+    name = str(path)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        yield from _video_frames(path, every)
+        return
+    image = cv2.imread(name, cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "empty file" if path.stat().st_size == 0 else "not a decodable image (corrupt or unsupported)"
+        yield Frame(name, 0, 0.0, error=reason)
+        return
+    yield Frame(name, 0, 0.0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _video_frames(path: Path, every: int) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            yield Frame(str(path), 0, 0.0, error="cannot open video (corrupt or unsupported codec)")
+            return
+        fps = capture.get(cv2.CAP_PROP_FPS) or math.nan
+        index = 0
+        while True:
+            if index % every == 0:
+                ok, image = capture.read()
+            else:
+                ok, image = capture.grab(), None  # skip decoding frames we do not use
+            if not ok:
+                if index == 0:
+                    yield Frame(str(path), 0, 0.0, error="no decodable frame in the video")
+                return
+            if image is not None:
+                yield Frame(str(path), index, index / fps, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            index += 1
+    finally:
+        capture.release()
+
+
+def video_frame_count(path: Path, every: int = 1) -> int:
+    """Frames `read_frames` will yield for a video (from its header; 0 when unknown)."""
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    return max(0, -(-count // every))
+
+
+# ---------------------------------------------------------------- predictor
+
+class Predictor:
+    """Detect, align and analyse every face: `Predictor(model_path).predict(image_or_frames) -> DataFrame`.
+
+    `model_path`: a SavedModel (version dir or TF Serving model root), `.tflite`, `.onnx`, run dir or `.keras`.
+    After each call, `errors` is a DataFrame (file, frame, reason) of the inputs that could not be read.
+    """
+
+    def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9):
+        self.model = _Model(model_path)
+        self.batch_size = batch_size
+        self.min_face_score = min_face_score
+        self.errors = None
+
+    def predict(self, image_or_frames, every: int = 1, annotate_dir=None):
+        """Rows (columns `COLUMNS`) for every face in: a path (image, video or folder), an RGB uint8 image
+        [H, W, 3], or an iterable of such frames. `every`: keep every N-th video frame. `annotate_dir`: also write
+        the annotated images / videos there."""
+        import pandas as pd
+
+        rows, errors = [], []
+        for row in self.iter_rows(image_or_frames, every, annotate_dir, errors):
+            rows.append(row)
+        self.errors = pd.DataFrame(errors, columns=ERROR_COLUMNS)
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def iter_rows(self, image_or_frames, every: int = 1, annotate_dir=None, errors=None,
+                  progress: bool = False) -> Iterator[dict]:
+        """`predict`, one row at a time (for long videos: nothing accumulates); unreadable inputs go to `errors`."""
+        frames, total = _frames_of(image_or_frames, every)
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=total or None, unit="frame", desc="predict")
+        writer = _AnnotationWriter(annotate_dir) if annotate_dir else None
+        pending: list[tuple[Frame, list]] = []
+        try:
+            for frame in frames:
+                if frame.error:
+                    log.warning("%s (frame %d): %s", frame.file, frame.index, frame.error)
+                    if errors is not None:
+                        errors.append({"file": frame.file, "frame": frame.index, "reason": frame.error})
+                    continue
+                pending.append((frame, self._faces(frame.image)))
+                # Flush on crops or on frames, so frames without faces cannot pile up either.
+                if sum(len(faces) for _, faces in pending) >= self.batch_size or len(pending) >= self.batch_size:
+                    yield from self._flush(pending, writer)
+                    pending = []
+            yield from self._flush(pending, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _faces(self, image) -> list:
+        from fbnet_tf import face
+
+        return [(found, face.align(image, found.landmarks, CROP_SIZE))
+                for found in face.detect(image, min_score=self.min_face_score)]
+
+    def _flush(self, pending, writer) -> Iterator[dict]:
+        crops = [crop for _, faces in pending for _, crop in faces]
+        outputs = self.model(np.stack(crops)) if crops else {}
+        position = 0
+        for frame, faces in pending:
+            rows = []
+            for found, _ in faces:
+                rows.append(_row(frame, found, {k: v[position] for k, v in outputs.items()}))
+                position += 1
+            if writer is not None:
+                writer.write(frame, rows)
+            yield from rows
+
+
+def _row(frame: Frame, found, outputs: dict) -> dict:
+    x, y, w, h = found.box
+    row = {"file": frame.file, "frame": frame.index, "time": frame.time, "x": x, "y": y, "w": w, "h": h,
+           "face_score": float(found.score)}
+    # A single-task model lacks some outputs: their columns stay empty (NaN).
+    va = outputs.get("valence_arousal", np.full(len(VA_NAMES), np.nan))
+    row.update({name: float(v) for name, v in zip(VA_NAMES, va)})
+    expression = outputs.get("expression", np.full(len(EXPRESSIONS), np.nan))
+    row["top_expression"] = EXPRESSIONS[int(np.argmax(expression))] if "expression" in outputs else ""
+    row.update({name: float(p) for name, p in zip(EXPRESSIONS, expression)})
+    row.update({name: float(p) for name, p in zip(AU_NAMES, outputs.get("action_units",
+                                                                          np.full(len(AU_NAMES), np.nan)))})
+    return row
+
+
+def _frames_of(source, every: int) -> tuple[Iterable[Frame], int]:
+    """(frames, expected count) of a path, an image array, or an iterable of image arrays."""
+    if isinstance(source, np.ndarray) and source.ndim == 3:
+        return [Frame("<array>", 0, 0.0, _as_rgb_uint8(source))], 1
+    if isinstance(source, (str, os.PathLike)):
+        files = input_files(source)
+        total = sum(video_frame_count(f, every) if f.suffix.lower() in VIDEO_EXTENSIONS else 1 for f in files)
+        return (frame for f in files for frame in read_frames(f, every)), total
+    frames = (Frame("<frames>", i, math.nan, _as_rgb_uint8(image))
+              for i, image in enumerate(source) if i % every == 0)
+    return frames, -(-len(source) // every) if hasattr(source, "__len__") else 0
+
+
+def _as_rgb_uint8(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels 0..255, got {image.dtype}")
+    return image
+
+
+class _AnnotationWriter:
+    """Writes annotated frames: images as `<dir>/<name>`, each video as `<dir>/<stem>.mp4`."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.video, self.video_file = None, None
+
+    def write(self, frame: Frame, rows: list[dict]):
+        from fbnet_tf.annotate import annotate
+
+        image = cv2.cvtColor(annotate(frame.image, rows), cv2.COLOR_RGB2BGR)
+        source = Path(frame.file)
+        if source.suffix.lower() not in VIDEO_EXTENSIONS:
+            name = source.name if source.suffix else f"frame_{frame.index:06d}.png"
+            cv2.imwrite(str(self.directory / name), image)
+            return
+        if self.video_file != frame.file:
+            self.close()
+            capture = cv2.VideoCapture(frame.file)
+            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+            capture.release()
+            height, width = image.shape[:2]
+            self.video = cv2.VideoWriter(str(self.directory / f"{source.stem}.mp4"),
+                                         cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            self.video_file = frame.file
+        self.video.write(image)
+
+    def close(self):
+        if self.video is not None:
+            self.video.release()
+        self.video, self.video_file = None, None
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fbnet_tf.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", help="an image, a folder of images/videos, or a video")
+    parser.add_argument("--model", required=True, help="SavedModel dir, .tflite, .onnx, run dir or .keras")
+    parser.add_argument("--out", default="fbnet_predictions", help="output folder (predictions.csv, errors.csv)")
+    parser.add_argument("--annotate", action="store_true", help="also write annotated images/videos")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--every", type=int, default=1, help="keep every N-th video frame")
+    parser.add_argument("--min-face-score", type=float, default=0.9)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.every < 1 or args.batch_size < 1:
+        parser.error("--every and --batch-size must be >= 1")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(args.model, args.batch_size, args.min_face_score)
+    errors: list[dict] = []
+    faces = 0
+    with open(out / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in predictor.iter_rows(args.input, args.every, out / "annotated" if args.annotate else None,
+                                       errors, progress=True):
+            writer.writerow(row)
+            faces += 1
+    with open(out / "errors.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ERROR_COLUMNS)
+        writer.writeheader()
+        writer.writerows(errors)
+    print(f"{faces} face rows -> {out / 'predictions.csv'}; {len(errors)} unreadable inputs -> "
+          f"{out / 'errors.csv'}" + (f"; annotated -> {out / 'annotated'}" if args.annotate else ""))
+
+
+if __name__ == "__main__":
+    main()

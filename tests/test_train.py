@@ -1,0 +1,207 @@
+"""Config (YAML, --set, experiments), `train()` with model.fit, the NaN stop, and the CLI resuming after a real kill."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fbnet_tf import config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- config (no TF)
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    cfg = config.experiment("soft_coannotation_distr_matching_affwild2")
+    assert (cfg.loss.coupling, cfg.loss.relatedness) == ("soft_coannotation+distribution_matching", "affwild2")
+    assert (cfg.model.image_size, cfg.model.width, cfg.model.fc_units, cfg.trainer.learning_rate) == \
+        (96, 1.0, 4096, 1e-4)
+    cfg = config.override(cfg, ["trainer.epochs=3", "trainer.learning_rate=1e-3", "data.record_dirs=[a, b/c]",
+                                "model.preset=small", "model.fc_units=128", "model.weights=null",
+                                "loss.coupling_weight=0.5", "trainer.jit_compile=false"])
+    assert cfg.trainer.epochs == 3 and cfg.trainer.learning_rate == 1e-3 and cfg.data.record_dirs == ["a", "b/c"]
+    assert (cfg.model.preset, cfg.model.image_size, cfg.model.width, cfg.model.fc_units) == ("small", 64, 0.125, 128)
+    assert cfg.trainer.jit_compile is False and cfg.loss.coupling_weight == 0.5
+    path = config.save(cfg, tmp_path / "config.yaml")
+    assert config.load(path) == cfg
+    assert "learning_rate: 0.001" in path.read_text()
+
+
+def test_partial_yaml_starts_from_a_named_experiment(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("experiment: single_task_au\ntrainer:\n  epochs: 2\nmodel:\n  dropout: 0.25\n")
+    cfg = config.load(path)
+    assert cfg.name == "single_task_au" and cfg.model.tasks == ["au"] and cfg.trainer.epochs == 2
+    assert cfg.model.dropout == 0.25 and cfg.model.image_size == 96
+
+
+def test_config_errors_name_the_key_file_and_line(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key 'trainer.epoch'"):
+        config.override(config.ExperimentConfig(), ["trainer.epoch=3"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        config.override(config.ExperimentConfig(), ["trainer.epochs"])
+    with pytest.raises(ValueError, match="model.tasks"):
+        config.override(config.ExperimentConfig(), ["model.tasks=[va, pose]"])
+    with pytest.raises(ValueError, match="width=0.5"):
+        config.override(config.ExperimentConfig(), ["model.weights=vgg.h5", "model.width=0.5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  epochs: 3\n  lr: [1, 2\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml, line \d+: not valid YAML"):
+        config.load(bad)
+    with pytest.raises(ValueError, match="unknown experiment"):
+        config.experiment("coannotation_du2015")
+
+
+def test_table2_rows_and_baselines_are_named_experiments():
+    names = set(config.experiment_names())
+    for coupling in ("no_coupling", "coannotation", "soft_coannotation", "distr_matching",
+                     "soft_coannotation_distr_matching"):
+        for table in ("du2014", "affwild2"):
+            assert f"{coupling}_{table}" in names
+    assert {"single_task_va", "single_task_expr", "single_task_au", "demo"} <= names
+    assert config.experiment("distr_matching_affwild2").loss.coupling == "distribution_matching"
+    assert config.experiment("demo").model.preset == "small"
+
+
+# ------------------------------------------------------------------------------------------ training (TF)
+
+S = 32
+
+
+def random_batches(n=24, seed=0):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (n, S, S, 3)).astype(np.float32)
+    third = n // 3  # three streams: VA, AU, EXPR rows, as the pipeline concatenates them
+    targets = {"expr": np.concatenate([np.full(2 * third, -1), rng.integers(0, 7, n - 2 * third)]).astype(np.int32),
+               "va": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+               "va_mask": (np.arange(n) < third).astype(np.float32),
+               "au": (rng.random((n, 17)) > 0.6).astype(np.float32),
+               "au_mask": np.repeat(((np.arange(n) >= third) & (np.arange(n) < 2 * third))[:, None], 17, 1)
+               .astype(np.float32)}
+    return tf.data.Dataset.from_tensor_slices((images, targets)).batch(n).cache().repeat(), targets
+
+
+def tiny(*overrides):
+    return config.override(config.experiment("no_coupling"),
+                           ["model.preset=tiny", "model.dropout=0.0", "trainer.learning_rate=1e-2",
+                            "trainer.verbose=0", *overrides])
+
+
+def test_fit_lowers_the_loss_and_fills_the_run_dir(tmp_path):
+    from fbnet_tf import runs, train
+
+    data, _ = random_batches()
+    cfg = tiny("trainer.epochs=12")
+    trainer, history = train.train(cfg, tmp_path / "run", train_data=data, steps_per_epoch=2)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.85 * losses[0], losses
+    run = runs.run_dir(tmp_path / "run")
+    for path in (run.config, run.history, run.model, run.checkpoints / "last.weights.h5"):
+        assert path.is_file(), path
+    assert any(run.logs.rglob("events.out.tfevents*"))
+    assert runs.load_config(run.root) == cfg
+    with run.history.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(12))
+    assert {"loss_expression", "loss_au", "loss_va", "ccc_valence", "au_f1", "expr_accuracy"} <= set(rows[0])
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], losses, rtol=1e-5)
+    # the saved model is the trained network, behind softmax / sigmoid / clip
+    images = np.random.default_rng(1).uniform(0, 255, (3, S, S, 3)).astype(np.float32)
+    model = runs.load_inference_model(run.root)
+    logits = trainer.network(images, training=False)["expression_logits"].numpy()
+    expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
+    checkpoint_model = runs.load_inference_model(run.checkpoints / "last.weights.h5")
+    np.testing.assert_allclose(checkpoint_model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_nan_stops_the_run_naming_the_term(tmp_path):
+    from fbnet_tf import runs, train
+
+    data, targets = random_batches()
+    import tensorflow as tf
+
+    bad = dict(targets, va=np.where(np.arange(24)[:, None] == 0, np.nan, targets["va"]).astype(np.float32))
+    images = next(iter(data))[0]
+    data = tf.data.Dataset.from_tensors((images, bad)).repeat()
+    with pytest.raises(train.TrainingDiverged, match=r"loss term 'va' became NaN at epoch 1, batch 1"):
+        train.train(tiny("trainer.epochs=3"), tmp_path / "run", train_data=data, steps_per_epoch=2)
+    assert runs.completed_epochs(tmp_path / "run") == 0  # the diverged weights were never backed up
+
+
+def test_runtime_choices_on_this_cpu():
+    from fbnet_tf import train
+
+    assert train.use_jit("auto") is False  # XLA is slower on CPU (stack notes)
+    assert train.use_jit(True) is True and train.use_jit(False) is False
+    assert train.make_strategy("auto").num_replicas_in_sync == 1
+
+
+# --------------------------------------------------------------------------------- the CLI, killed and resumed
+
+def write_records(folder: Path, seed=0):
+    """A small record folder in the contract's layout: VA-only, AU-only and EXPR-only faces, plus a validation split."""
+    import cv2
+    import tensorflow as tf
+
+    from fbnet_tf.records import Sample, encode_example
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for split, n in (("train", 18), ("validation", 6)):
+        with tf.io.TFRecordWriter(str(folder / f"fixture-{split}.tfrecord-00000-of-00001")) as writer:
+            for i in range(n):
+                image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                kind = i % 3
+                sample = Sample(image=cv2.imencode(".png", image)[1].tobytes(), height=40, width=40,
+                                source="fixture", split=split, sample_id=f"{split}/{i}",
+                                va=tuple(rng.uniform(-1, 1, 2)) if kind == 0 else None,
+                                au=(rng.random(17) > 0.5).astype(np.float32) if kind == 1 else None,
+                                au_mask=np.ones(17, np.float32) if kind == 1 else None,
+                                expr=int(rng.integers(0, 7)) if kind == 2 else -1)
+                writer.write(encode_example(sample))
+
+
+def _epochs(history: Path) -> list[int]:
+    if not history.is_file():
+        return []
+    with history.open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow  # two CLI processes (TensorFlow import, tracing, tf.data): ~30 s idle, 90 s on a busy machine
+def test_cli_resumes_a_killed_run_without_repeating_or_losing_epochs(tmp_path):
+    write_records(tmp_path / "records")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fbnet_tf.train", "--experiment", "soft_coannotation_du2014",
+           "--set", "model.preset=tiny", "--set", f"data.record_dirs=[{tmp_path / 'records'}]",
+           "--set", "data.batch_size=9", "--set", "data.validation_batch_size=6", "--set", "trainer.verbose=2",
+           "--run-dir", str(run)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    first = subprocess.Popen(cmd + ["--set", "trainer.epochs=1000"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(_epochs(run / "history.csv")) < 3 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    logged = _epochs(run / "history.csv")
+    assert len(logged) >= 3, "the first run never logged 3 epochs"
+    total = len(logged) + 3
+    second = subprocess.run(cmd + ["--set", f"trainer.epochs={total}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert _epochs(run / "history.csv") == list(range(total))
+    resumed_at = int(open(run / "backup" / "training_metadata.json").read().split('"epoch": ')[1].split(",")[0])
+    assert resumed_at == total
+    started = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
+    assert started and started[0] != f"Epoch 1/{total}" and started[-1] == f"Epoch {total}/{total}"
+    assert (run / "model.keras").is_file() and (run / "checkpoints" / "best.weights.h5").is_file()

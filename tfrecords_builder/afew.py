@@ -1,0 +1,78 @@
+"""AFEW (Dhall et al.; the EmotiW challenges): movie clips, one of 7 expressions per clip.
+
+Layout (reference/datasets.md): `train_afew/<Class>/<9 digits>.avi` and `val_afew/<Class>/<9 digits>.avi`, classes
+Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise (folder names matched case-insensitively and mapped onto the
+canonical expressions by name). Frames are read lazily (`--frame-stride`), the face is detected and aligned per
+frame, and the clip's label applies to each frame.
+
+Splits (the FaceBehaviorNet paper's convention; AFEW's test labels are not released): `val_afew` -> test,
+`train_afew` -> train / validation 85/15 by clip (seeded hash of the clip id). Each frame keeps its clip:
+sample_id = `<clip>/<frame:05d>` (0-based frame index), subject = the clip id and `extra["clip"]` = the clip id,
+so frame predictions can be voted into clip accuracy.
+"""
+from __future__ import annotations
+
+from fbnet_tf.labels import expression_index
+from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout
+
+SETS = {"train_afew": "train", "val_afew": "test"}
+VIDEO_SUFFIXES = (".avi",)
+
+
+class Afew(Builder):
+    """AFEW: 7 expressions per clip, applied to each frame; faces detected + aligned."""
+
+    NAME = "afew"
+    VERSION = "1.0.0"
+    RELEASE_NOTES = {"1.0.0": "first release: val -> test, train 85/15 by clip, clip id kept per frame"}
+    DESCRIPTION = "AFEW (EmotiW) clip expressions (--root: the folder holding train_afew/ and val_afew/)"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request AFEW from the EmotiW organisers (https://sites.google.com/site/"
+                                    "emotiwchallenge/), unpack it and point --root at the folder that holds "
+                                    "train_afew/ and val_afew/.")
+    EXPECTED_LAYOUT = ("train_afew/{Angry,Disgust,Fear,Happy,Neutral,Sad,Surprise}/<9 digits>.avi",
+                       "val_afew/{Angry,Disgust,Fear,Happy,Neutral,Sad,Surprise}/<9 digits>.avi")
+    ITEMS_PER_SHARD = 100  # one item = one clip (~1-5 s of video)
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0}
+
+    def list_items(self):
+        folders = {p.name.lower(): p for p in self.root.iterdir() if p.is_dir()} if self.root.is_dir() else {}
+        found = {name: folders[name] for name in SETS if name in folders}
+        if not found:
+            raise self.layout_error("neither train_afew/ nor val_afew/")
+        for set_name, folder in sorted(found.items()):
+            for class_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+                where = {"file": self.relative(class_dir)}
+                try:
+                    expr = expression_index(class_dir.name) if class_dir.is_dir() else None
+                except KeyError:
+                    expr = None
+                if expr is None:
+                    yield Skip(Reason.LABEL_OUT_OF_RANGE, f"{class_dir.name!r} is not one of AFEW's class folders "
+                                                          "Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise",
+                               **where)
+                    continue
+                for clip in sorted(p for p in class_dir.iterdir() if not p.name.startswith(".")):
+                    if clip.suffix.lower() not in VIDEO_SUFFIXES or not clip.is_file():
+                        yield Skip(Reason.BAD_ROW, "not a .avi clip", file=self.relative(clip))
+                        continue
+                    split = SETS[set_name]
+                    if split == "train" and holdout(clip.stem, self.options["validation_fraction"],
+                                                    self.options["seed"]):
+                        split = "validation"
+                    yield Item(split=split, key=clip.stem, data={"clip": self.relative(clip), "expr": expr},
+                               file=self.relative(clip))
+
+    def examples(self, item: Item):
+        clip, decoded = item.key, 0
+        for index, frame in self.video_frames(self.root / item.data["clip"], item):
+            decoded += 1
+            try:
+                crop = self.detect_and_align(frame, item, what=f"{item.data['clip']} frame {index}")
+            except Skip as skip:
+                skip.line = index + 1  # `line` of a video = its 1-based frame number
+                yield skip
+                continue
+            yield self.sample(item, crop, sample_id=f"{clip}/{index:05d}", subject=clip, expr=item.data["expr"],
+                              extra={"clip": clip})
+        if not decoded:  # OpenCV opened the file but decoded nothing: a corrupt clip must not vanish
+            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {item.data['clip']} could be decoded")

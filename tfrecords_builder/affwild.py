@@ -1,0 +1,151 @@
+"""Aff-Wild (v1; Zafeiriou et al., CVPR 2017 challenge): valence and arousal per video frame, in the wild.
+
+Layout (reference/datasets.md): `videos/{train,test}/<video>.mp4|.avi` and
+`annotations/train/{valence,arousal}/<video>.txt` (no header, one float in [-1, 1] per line, line i = frame i,
+0-based). Faces are detected and aligned per frame (MTCNN; the release's `bboxs/` and `landmarks/` are not
+used); `--frame-stride` keeps every k-th frame. sample_id = `<video>/<frame:05d>` (0-based, as the labels),
+subject = the video id.
+
+Splits: the public release has no test labels, so a test video is written only if
+`annotations/test/{valence,arousal}/<video>.txt` exist, and is otherwise counted as `no_label`. The training
+videos are divided 85/15 into train/validation by video (subject-independent: one person per video), with a
+seeded hash of the video id (`validation_fraction`, `seed`).
+
+Skips: a frame whose label line is not a number or is outside [-1, 1] (`file`, `line` = that line), frames past
+the end of the label files (`no_label`, one record per video), labelled frames past the video's end
+(`missing_file`, one record per video), a frame without a face (`no_face`; `file` = the video, `line` = the
+1-based frame number).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout
+
+VIDEO_SUFFIXES = (".mp4", ".avi")
+DIMENSIONS = ("valence", "arousal")
+
+
+class AffWild(Builder):
+    """Aff-Wild v1: valence/arousal per frame; faces detected + aligned; 85/15 seeded split by video."""
+
+    NAME = "affwild"
+    VERSION = "1.0.0"
+    RELEASE_NOTES = {"1.0.0": "first release: per-frame VA, detect + align, 85/15 train/validation by video"}
+    DESCRIPTION = "Aff-Wild (v1) valence/arousal (--root: the folder holding videos/ and annotations/)"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request Aff-Wild at https://ibug.doc.ic.ac.uk/resources/first-affect-wild-"
+                                    "challenge/, unpack it and point --root at the folder that holds videos/ and "
+                                    "annotations/.")
+    EXPECTED_LAYOUT = ("videos/train/<video>.mp4 (or .avi)", "videos/test/<video>.mp4 (or .avi)",
+                       "annotations/train/valence/<video>.txt", "annotations/train/arousal/<video>.txt")
+    ITEMS_PER_SHARD = 4  # one item = one video (thousands of frames)
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0}
+
+    def list_items(self):
+        if not (self.root / "videos").is_dir() or not (self.root / "annotations" / "train").is_dir():
+            raise self.layout_error("no videos/ or no annotations/train/ folder")
+        for set_name in ("train", "test"):
+            videos = {}
+            folder = self.root / "videos" / set_name
+            for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+                if path.name.startswith("."):
+                    continue
+                if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+                    yield Skip(Reason.BAD_ROW, "not a .mp4/.avi video", file=self.relative(path))
+                elif path.stem in videos:
+                    yield Skip(Reason.DUPLICATE, f"video {path.stem} exists twice; {videos[path.stem].name} is kept",
+                               file=self.relative(path))
+                else:
+                    videos[path.stem] = path
+            labels = {dimension: self._label_files(set_name, dimension) for dimension in DIMENSIONS}
+            for video in sorted(set(videos) | set(labels["valence"]) | set(labels["arousal"])):
+                files = {dimension: labels[dimension].get(video) for dimension in DIMENSIONS}
+                if video not in videos:
+                    present = next(p for p in files.values() if p is not None)
+                    yield Skip(Reason.MISSING_FILE, f"annotated video {video} has no videos/{set_name}/{video}.mp4 "
+                                                    "or .avi", file=self.relative(present))
+                    continue
+                where = {"file": self.relative(videos[video])}
+                absent = [d for d in DIMENSIONS if files[d] is None]
+                if len(absent) == len(DIMENSIONS):
+                    why = ("test video: the public release has no test labels" if set_name == "test"
+                           else "training video without annotations/train/{valence,arousal}/" + f"{video}.txt")
+                    yield Skip(Reason.NO_LABEL, why, **where)
+                    continue
+                if absent:
+                    yield Skip(Reason.MISSING_FILE, f"no annotations/{set_name}/{absent[0]}/{video}.txt beside the "
+                                                    f"{DIMENSIONS[1 - DIMENSIONS.index(absent[0])]} file", **where)
+                    continue
+                split = "test" if set_name == "test" else (
+                    "validation" if holdout(video, self.options["validation_fraction"], self.options["seed"])
+                    else "train")
+                yield Item(split=split, key=video, data={
+                    "video": self.relative(videos[video]),
+                    **{d: [self.relative(files[d]), _digest(files[d])] for d in DIMENSIONS}}, **where)
+
+    def _label_files(self, set_name: str, dimension: str) -> dict:
+        folder = self.root / "annotations" / set_name / dimension
+        return {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+
+    def examples(self, item: Item):
+        video = item.data["video"]
+        values, problems = {}, {}  # dimension -> [value per frame]; frame -> Skip of its first bad line
+        for dimension in DIMENSIONS:
+            file = item.data[dimension][0]
+            try:
+                lines = (self.root / file).read_text(errors="replace").splitlines()
+            except OSError as error:
+                raise Skip(Reason.MISSING_FILE, f"cannot read {file}: {error}", file) from None
+            while lines and not lines[-1].strip():
+                lines.pop()
+            values[dimension] = []
+            for frame, line in enumerate(lines):
+                value = _parse_value(line)
+                if isinstance(value, Skip):
+                    value.file, value.line = file, frame + 1
+                    problems.setdefault(frame, value)
+                values[dimension].append(value)
+        labelled = min(len(v) for v in values.values())
+        seen, unlabelled = [], []
+        for index, image in self.video_frames(self.root / video, item):
+            seen.append(index)
+            if index >= labelled:
+                unlabelled.append(index)
+                continue
+            if index in problems:
+                yield problems[index]
+                continue
+            try:
+                crop = self.detect_and_align(image, item, what=f"{video} frame {index}")
+            except Skip as skip:
+                skip.file, skip.line = video, index + 1
+                yield skip
+                continue
+            yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.key,
+                              va=(values["valence"][index], values["arousal"][index]))
+        if not seen:  # OpenCV opened the file but decoded nothing: a corrupt video must not vanish
+            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {video} could be decoded")
+        if unlabelled:
+            yield Skip(Reason.NO_LABEL, f"{len(unlabelled)} frames ({unlabelled[0]}-{unlabelled[-1]}) of {video} are "
+                                        f"past the end of its label files ({labelled} lines)", file=video)
+        beyond = [f for f in range(seen[-1] + 1, labelled) if f % self.frame_stride == 0]
+        if beyond:
+            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
+                                            f"end of {video} ({seen[-1] + 1} frames)", file=video)
+
+
+def _parse_value(line: str):
+    """One label line -> a float in [-1, 1], or the Skip saying why it is not one."""
+    try:
+        value = float(line.strip())
+    except ValueError:
+        return Skip(Reason.BAD_ROW, f"{line.strip()!r} is not a number; expected one float in [-1, 1] per line")
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        return Skip(Reason.LABEL_OUT_OF_RANGE, f"{value} outside [-1, 1]")
+    return value
+
+
+def _digest(path) -> str:
+    """Content digest of a label file: part of the item, so an edited file invalidates resumed shards."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

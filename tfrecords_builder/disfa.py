@@ -1,0 +1,202 @@
+"""DISFA (Mavadati et al. 2013): intensities 0..5 of 12 AUs per video frame, 27 subjects, two cameras.
+
+Layout (reference/datasets.md): `ActionUnit_Labels/SN001/SN001_au1.txt` ... `SN001_au26.txt`, lines
+`frame,intensity` (frame 1-based, intensity 0..5), and `Videos_LeftCamera/LeftVideoSN001_comp.avi` (right camera:
+`Videos_RightCamera/RightVideoSN001_Comp.avi`, matched case-insensitively). Faces are detected and aligned per
+frame (MTCNN); `--frame-stride k` keeps frames 1, 1+k, ... Occurrence = intensity >= `threshold` (default 2, the
+usual convention); the intensity itself goes to `au_intensity`. The 5 canonical AUs DISFA does not code have
+mask 0 (and so does a DISFA AU whose label file is missing for a subject).
+
+DISFA defines no split. Subject-independent and seeded: subjects are ranked by sha256(f"{seed}:{subject}"); the
+first round(test_fraction * n) are test, the next round(validation_fraction * n) validation, the rest train
+(27 subjects, 0.15/0.15: 19/4/4). sample_id = `<video file stem>/<frame:05d>` (the 1-based DISFA frame number),
+subject = `SN0xx`; `extra["camera"]` = left/right.
+
+Skips: a frame whose label row is garbled or out of range (`file`, `line` = that row), a frame with no row in one
+of the subject's label files (`no_label`), a frame without a face (`no_face`; `file` = the video, `line` = the
+frame number), labelled frames past the video's end (`missing_file`, one record per video).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from fbnet_tf.labels import AUS, au_index
+from tfrecords_builder.base import Builder, Item, Reason, Skip
+
+DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
+LABELS = "ActionUnit_Labels"
+CAMERAS = {"left": ("Videos_LeftCamera", "LeftVideo"), "right": ("Videos_RightCamera", "RightVideo")}
+MAX_INTENSITY = 5
+_SUBJECT = re.compile(r"^SN\d+$", re.IGNORECASE)
+
+
+class Disfa(Builder):
+    """DISFA: 12 AU intensities and occurrences per frame; faces detected + aligned; split by subject."""
+
+    NAME = "disfa"
+    VERSION = "1.0.0"
+    RELEASE_NOTES = {"1.0.0": "first release: left/right/both cameras, occurrence = intensity >= threshold, "
+                              "seeded 70/15/15 subject split"}
+    DESCRIPTION = "DISFA AU intensities (--root: the folder holding ActionUnit_Labels/ and Videos_LeftCamera/)"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request DISFA at http://mohammadmahoor.com/disfa/, unpack it and point --root "
+                                    "at the folder that holds ActionUnit_Labels/ and Videos_LeftCamera/.")
+    EXPECTED_LAYOUT = (f"{LABELS}/SN001/SN001_au1.txt ... SN001_au26.txt   (lines 'frame,intensity')",
+                       "Videos_LeftCamera/LeftVideoSN001_comp.avi",
+                       "Videos_RightCamera/RightVideoSN001_Comp.avi   (only with camera=right or both)")
+    ITEMS_PER_SHARD = 4  # one item = one subject's video (4845 frames)
+    OPTIONS = {"camera": "left", "threshold": 2, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+
+    def list_items(self):
+        camera = self.options["camera"]
+        if camera not in ("left", "right", "both"):
+            raise ValueError(f"{self.NAME}: option camera={camera!r}; expected left, right or both")
+        cameras = ("left", "right") if camera == "both" else (camera,)
+        labels = self.root / LABELS
+        if not labels.is_dir():
+            raise self.layout_error(f"no {LABELS}/ folder")
+        for side in cameras:
+            if not (self.root / CAMERAS[side][0]).is_dir():
+                raise self.layout_error(f"no {CAMERAS[side][0]}/ folder for camera={side}")
+        subjects = []
+        for folder in sorted(p for p in labels.iterdir() if not p.name.startswith(".")):
+            if folder.is_dir() and _SUBJECT.match(folder.name):
+                subjects.append(folder)
+            else:
+                yield Skip(Reason.BAD_ROW, "not a subject folder; expected SN<digits>/", file=self.relative(folder))
+        if not subjects:
+            raise self.layout_error(f"no SN<digits>/ subject folders in {LABELS}/")
+        splits = self._subject_splits([folder.name for folder in subjects])
+        for folder in subjects:
+            subject = folder.name
+            files = {}
+            for path in sorted(folder.iterdir()):
+                match = re.match(rf"^{re.escape(subject)}_au(\d+)\.txt$", path.name, re.IGNORECASE)
+                if match and au_index(int(match.group(1))) is not None:
+                    files[int(match.group(1))] = [self.relative(path), _digest(path)]
+            for au in DISFA_AUS:
+                if au not in files:
+                    yield Skip(Reason.MISSING_FILE, f"no label file for AU{au}: that AU is masked out for {subject}",
+                               file=f"{LABELS}/{subject}/{subject}_au{au}.txt")
+            if not files:
+                continue
+            for side in cameras:
+                video = self._video(subject, side)
+                if isinstance(video, Skip):
+                    yield video
+                    continue
+                yield Item(split=splits[subject], key=video.stem,
+                           data={"subject": subject, "camera": side, "video": self.relative(video), "labels": files},
+                           file=self.relative(video))
+
+    def _subject_splits(self, subjects: list[str]) -> dict[str, str]:
+        """Seeded subject-independent split: rank by hash, first test, next validation, rest train."""
+        seed = self.options["seed"]
+        ranked = sorted(subjects, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+        n_test = round(self.options["test_fraction"] * len(ranked))
+        n_validation = round(self.options["validation_fraction"] * len(ranked))
+        return {subject: "test" if rank < n_test else "validation" if rank < n_test + n_validation else "train"
+                for rank, subject in enumerate(ranked)}
+
+    def _video(self, subject: str, side: str):
+        """The subject's video of one camera (names matched case-insensitively), or a Skip saying what was expected."""
+        folder, prefix = CAMERAS[side]
+        expected = f"{prefix}{subject}_comp.avi"
+        pattern = re.compile(rf"^{prefix}{subject}(?!\d).*\.avi$", re.IGNORECASE)  # SN001 must not match SN0011
+        candidates = sorted(p for p in (self.root / folder).iterdir() if pattern.match(p.name))
+        exact = [p for p in candidates if p.name.lower() == expected.lower()]
+        if exact or candidates:
+            return (exact or candidates)[0]
+        return Skip(Reason.MISSING_FILE, f"no {side}-camera video for {subject}; expected {folder}/{expected}",
+                    file=f"{folder}/{expected}")
+
+    def examples(self, item: Item):
+        subject, video = item.data["subject"], item.data["video"]
+        intensities, problems = {}, {}  # AU -> {frame: intensity}; frame -> Skip of its first bad row
+        files = {int(au): file for au, (file, _) in item.data["labels"].items()}
+        for au, file in sorted(files.items()):
+            intensities[au] = {}
+            try:
+                lines = (self.root / file).read_text(errors="replace").splitlines()
+            except OSError as error:
+                yield Skip(Reason.MISSING_FILE, f"cannot read {file}: {error}", file)
+                del intensities[au]
+                continue
+            for line_number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    frame, value = _parse_row(line)
+                except Skip as skip:
+                    skip.file, skip.line = file, line_number
+                    if getattr(skip, "frame", None) is not None:
+                        problems.setdefault(skip.frame, skip)  # recorded when the video reaches that frame
+                    else:
+                        yield skip  # no usable frame number: the row alone is recorded
+                    continue
+                if frame in intensities[au]:
+                    yield Skip(Reason.BAD_ROW, f"frame {frame} is listed twice; the first is kept", file, line_number)
+                    continue
+                intensities[au][frame] = value
+        threshold = self.options["threshold"]
+        labelled = set().union(*(set(frames) for frames in intensities.values())) | set(problems)
+        seen = set()
+        for index, image in self.video_frames(self.root / video, item):
+            frame = index + 1
+            seen.add(frame)
+            if frame in problems:
+                yield problems[frame]
+                continue
+            absent = next((au for au in intensities if frame not in intensities[au]), None)
+            if absent is not None:
+                yield Skip(Reason.NO_LABEL, f"frame {frame} of {video} has no row in {files[absent]}",
+                           file=files[absent])
+                continue
+            try:
+                crop = self.detect_and_align(image, item, what=f"{video} frame {frame}")
+            except Skip as skip:
+                skip.file, skip.line = video, frame
+                yield skip
+                continue
+            au, mask, level = (np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32),
+                               np.full(len(AUS), -1.0, np.float32))
+            for number, frames in intensities.items():
+                position = au_index(number)
+                level[position], mask[position] = frames[frame], 1.0
+                au[position] = float(frames[frame] >= threshold)
+            yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, au=au, au_mask=mask,
+                              au_intensity=level, extra={"camera": item.data["camera"]})
+        beyond = sorted(f for f in labelled - seen if (f - 1) % self.frame_stride == 0 and f > max(seen, default=0))
+        if beyond:
+            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the end "
+                                            f"of {video} ({max(seen, default=0)} frames read)", file=video)
+
+
+def _parse_row(line: str) -> tuple[int, int]:
+    """'frame,intensity' -> (frame, intensity); Skip(BAD_ROW / LABEL_OUT_OF_RANGE) otherwise."""
+    fields = [field.strip() for field in line.split(",")]
+    if len(fields) != 2:
+        raise Skip(Reason.BAD_ROW, f"{len(fields)} fields in {line!r}; expected 'frame,intensity'")
+    try:
+        frame = int(fields[0])
+    except ValueError:
+        raise Skip(Reason.BAD_ROW, f"frame {fields[0]!r} is not an integer") from None
+    if frame < 1:
+        raise Skip(Reason.BAD_ROW, f"frame {frame}; DISFA frames are numbered from 1")
+    try:
+        value = float(fields[1])
+    except ValueError:
+        value = None
+    if value is None or not value.is_integer() or not 0 <= value <= MAX_INTENSITY:
+        skip = Skip(Reason.BAD_ROW if value is None else Reason.LABEL_OUT_OF_RANGE,
+                    f"frame {frame} intensity {fields[1]!r}; expected an integer 0..{MAX_INTENSITY}")
+        skip.frame = frame  # the frame is known: it is skipped with this row as the reason
+        raise skip
+    return frame, int(value)
+
+
+def _digest(path) -> str:
+    """Content digest of a label file: part of the item, so an edited file invalidates resumed shards."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,293 @@
+"""EmotioNet (Benitez-Quiroz et al. 2016/2017): the manually annotated AU set, from images the user downloaded.
+
+Layout (reference/datasets.md): the manually annotated table `emotionet_facs_24600.xlsx` (or the same table as a
+.csv) with a column `URL` and AU columns named with literal quotes (`'AU 1'`, `'AU 2'`, ... `'AU 43'`); URLs may
+carry a trailing `'`. Values: 1 present, 0 absent, 999 unknown (that AU gets mask 0 in that image). EmotioNet
+ships no images: the user fetched them from the URLs into a folder (option `images`, default `<root>/images`)
+under the URL's basename (the last path component, query string removed; the percent-decoded name is accepted
+too). AUs are read by column NAME; AUs outside the canonical 17 (AU43) are dropped; an AU column that is absent
+has mask 0.
+
+Track 2 (optional): `--option expressions=FILE` names a .csv/.xlsx with a `URL` column and a label column
+(`expression`, `emotion`, `category`, `label` or `class`) holding category names ("Happy", "Happily surprised")
+or numeric codes; numeric codes need `--option expression_codes=FILE`, lines `<code> <category name>`
+(EmotioNet's 16 track-2 categories are 6 basic + 10 compound, and which 10 is not confirmed: hence a file).
+Basic names fill `expr`, compound names `compound` (Du et al. order), by name. An image in both lists gets both
+labels; an image only in the expression list has AU mask 0.
+
+Splits: the challenge's manual set has no public split and no subject ids: a seeded split by image
+(`holdout(sample_id)`): `test_fraction` (0.15) test, `validation_fraction` (0.15) validation, the rest train.
+Faces: detected and aligned (MTCNN + 5-point template).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, au_columns, expression_index, parse_au_number
+from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout, resolve_in_root
+
+TABLE = "emotionet_facs_24600.xlsx"
+PRESENT, ABSENT, UNKNOWN = 1, 0, 999
+LABEL_COLUMNS = frozenset({"expression", "emotion", "category", "label", "class"})  # track-2 list label column
+
+
+def url_basename(url: str) -> str:
+    """The file name a downloaded image is saved under: last path component of the URL, quotes removed."""
+    text = str(url).strip().strip("'\"").strip()
+    return urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def split_of(key: str, validation_fraction: float, test_fraction: float, seed: int) -> str:
+    """Nested seeded holdouts on one hash: the lowest `test_fraction` test, the next `validation_fraction`
+    validation, the rest train."""
+    if holdout(key, test_fraction, seed):
+        return "test"
+    return "validation" if holdout(key, test_fraction + validation_fraction, seed) else "train"
+
+
+def read_table(path: Path) -> list[list]:
+    """All rows of an .xlsx or .csv table, header included, as lists of cells (row i = line i + 1)."""
+    import pandas as pd
+
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        frame = pd.read_excel(path, header=None, dtype=object, engine="openpyxl")
+    else:
+        frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    return frame.astype(object).where(frame.notna(), None).values.tolist()
+
+
+class EmotioNet(Builder):
+    """EmotioNet manually annotated AUs (11 AUs of the 2017 challenge + AU43, which is dropped)."""
+
+    NAME = "emotionet"
+    VERSION = "1.0.0"
+    RELEASE_NOTES = {"1.0.0": "first release: manual AU table, detect + align, seeded 70/15/15 split by image"}
+    DESCRIPTION = "EmotioNet manual AUs (--root: the folder holding emotionet_facs_24600.xlsx and images/)"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request EmotioNet at http://cbcsl.ece.ohio-state.edu/dbform_emotionet.html, "
+                                    "download the images listed in the table into one folder (file name = URL "
+                                    "basename) and point --root at the folder holding the table "
+                                    "(--option images=DIR if the images are elsewhere, --option table=FILE for "
+                                    "another table name).")
+    EXPECTED_LAYOUT = (f"{TABLE} (or a .csv/.xlsx with a URL column and 'AU 1' ... columns)",
+                       "images/<URL basename>.jpg")
+    ITEMS_PER_SHARD = 2000
+    OPTIONS = {"table": "", "images": "images", "expressions": "", "expression_codes": "",
+               "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+
+    def _table(self, required: bool = True) -> Path | None:
+        if self.options["table"]:
+            return self._option_path("table")
+        candidates = [self.root / TABLE] + sorted(self.root.glob("*.xlsx")) + sorted(self.root.glob("*.csv"))
+        expressions = self._option_path("expressions") if self.options["expressions"] else None
+        for candidate in candidates:
+            if candidate.is_file() and candidate != expressions:
+                return candidate
+        if required:
+            raise self.layout_error(f"no {TABLE} and no .xlsx/.csv table in {self.root}")
+        return None
+
+    def _images(self) -> Path:
+        images = Path(self.options["images"])
+        images = images if images.is_absolute() else self.root / images
+        if not images.is_dir():
+            raise self.layout_error(f"no image folder {images} (option images)")
+        return images
+
+    def _key(self, image: Path) -> str:
+        try:
+            return self.relative(image)
+        except ValueError:  # the images live outside the root: the file name is the id
+            return image.name
+
+    def _file_name(self, path: Path) -> str:
+        """An annotation file as skip records name it: relative to the root when inside it."""
+        try:
+            return self.relative(path)
+        except ValueError:
+            return str(path)
+
+    def list_items(self):
+        images = self._images()
+        expressions = {}  # image name -> (labels, where) from the optional track-2 list
+        if self.options["expressions"]:
+            for entry in self._expression_rows():
+                if isinstance(entry, Skip):
+                    yield entry
+                elif entry[0] in expressions:
+                    yield Skip(Reason.DUPLICATE, f"{entry[0]} is listed more than once; the first is kept",
+                               **entry[2])
+                else:
+                    expressions[entry[0]] = entry[1:]
+        table = self._table(required=not expressions)
+        for entry in self._au_rows(table) if table else ():
+            if isinstance(entry, Skip):
+                yield entry
+                continue
+            name, labels, where = entry
+            labels.update(expressions.pop(name, ({}, None))[0])
+            yield from self._item(images, name, labels, where)
+        for name, (labels, where) in expressions.items():  # images with an expression and no AU row
+            yield from self._item(images, name, labels, where)
+
+    def _item(self, images: Path, name: str, labels: dict, where: dict):
+        """The Item of one downloaded image (a generator: yields the Skip of an unsafe name instead)."""
+        try:
+            image = resolve_in_root(images, name, **where)
+        except Skip as skip:
+            yield skip
+            return
+        decoded = images / unquote(name)
+        if not image.is_file() and decoded.is_file() and decoded.parent == images:
+            image = decoded
+        key = self._key(image)
+        split = split_of(key, self.options["validation_fraction"], self.options["test_fraction"], self.options["seed"])
+        yield Item(split=split, key=key, data={"image": str(image), **labels}, **where)
+
+    def _au_rows(self, table: Path):
+        """(image name, {"au", "au_mask"}, where) per usable row of the AU table; Skip per unusable one."""
+        rows = read_table(table)
+        table_name = self._file_name(table)
+        header = [str(cell).strip() if cell is not None else "" for cell in (rows[0] if rows else [])]
+        if "URL" not in header:
+            raise self.layout_error(f"{table} line 1 has no URL column (columns: {header[:6]}...)")
+        url_column = header.index("URL")
+        au_headers = {}
+        for column, name in enumerate(header):
+            try:
+                au_headers[column] = parse_au_number(name)
+            except ValueError:
+                continue  # URL and any other non-AU column
+        if not au_headers:
+            raise self.layout_error(f"{table} line 1 has no AU column ('AU 1', 'AU 2', ...)")
+        # {table column: canonical AU position}, by the AU named in the column (AU43 and the like drop out).
+        au_table_columns = list(au_headers)
+        canonical = {au_table_columns[i]: position
+                     for i, position in au_columns([header[c] for c in au_table_columns]).items()}
+        for number, row in enumerate(rows[1:], start=2):
+            if all(cell is None or str(cell).strip() == "" for cell in row):
+                continue
+            where = {"file": table_name, "line": number}
+            name = url_basename(row[url_column]) if row[url_column] is not None else ""
+            if not name or name in (".", ".."):
+                yield Skip(Reason.BAD_ROW, f"URL {row[url_column]!r} has no file name", **where)
+                continue
+            au, mask, problem = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32), None
+            for column, number_of_au in au_headers.items():
+                value = _code(row[column])
+                if value not in (PRESENT, ABSENT, UNKNOWN):
+                    problem = f"AU {number_of_au} = {row[column]!r}; expected 1, 0 or 999"
+                    break
+                if column in canonical and value != UNKNOWN:
+                    au[canonical[column]], mask[canonical[column]] = value, 1.0
+            if problem:
+                yield Skip(Reason.LABEL_OUT_OF_RANGE, problem, **where)
+            elif not mask.any():
+                yield Skip(Reason.NO_LABEL, "every canonical AU is 999 (unknown)", **where)
+            else:
+                yield name, {"au": au.tolist(), "au_mask": mask.tolist()}, where
+
+    def _expression_rows(self):
+        """(image name, {"expr"} or {"compound"}, where) per usable row of the track-2 list; Skip otherwise."""
+        path = self._option_path("expressions")
+        rows = read_table(path)
+        file = self._file_name(path)
+        header = [str(cell).strip() if cell is not None else "" for cell in (rows[0] if rows else [])]
+        label_column = next((c for c, name in enumerate(header) if name.lower() in LABEL_COLUMNS), None)
+        if "URL" not in header or label_column is None:
+            raise self.layout_error(f"{path} line 1 ({header[:4]}) needs a URL column and one of "
+                                    f"{sorted(LABEL_COLUMNS)}")
+        codes = read_category_codes(self._option_path("expression_codes")) if self.options["expression_codes"] \
+            else None
+        url_column = header.index("URL")
+        for number, row in enumerate(rows[1:], start=2):
+            if all(cell is None or str(cell).strip() == "" for cell in row):
+                continue
+            where = {"file": file, "line": number}
+            name = url_basename(row[url_column]) if row[url_column] is not None else ""
+            value = "" if row[label_column] is None else str(row[label_column]).strip()
+            if not name or name in (".", ".."):
+                yield Skip(Reason.BAD_ROW, f"URL {row[url_column]!r} has no file name", **where)
+                continue
+            if codes is not None:
+                code = _code(value)
+                if code not in codes:
+                    yield Skip(Reason.LABEL_OUT_OF_RANGE, f"category {value!r} is not a code of "
+                                                          f"{self.options['expression_codes']}", **where)
+                    continue
+                labels = codes[code]
+            else:
+                try:
+                    labels = category(value)
+                except KeyError as error:
+                    yield Skip(Reason.LABEL_OUT_OF_RANGE, f"{error.args[0]} (numeric codes need "
+                                                          "--option expression_codes=FILE)", **where)
+                    continue
+            if labels is None:
+                yield Skip(Reason.NO_LABEL, f"category {value!r} is not an expression", **where)
+                continue
+            yield name, labels, where
+
+    def _option_path(self, option: str) -> Path:
+        path = Path(self.options[option])
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise self.layout_error(f"option {option}={self.options[option]!r}: {path} does not exist")
+        return path
+
+    def examples(self, item: Item):
+        image = self.read_image(Path(item.data["image"]), item)
+        crop = self.detect_and_align(image, item, item.key)
+        au, mask = item.data.get("au"), item.data.get("au_mask")
+        yield self.sample(item, crop, au=None if au is None else np.asarray(au, np.float32),
+                          au_mask=None if mask is None else np.asarray(mask, np.float32),
+                          expr=item.data.get("expr", -1), compound=item.data.get("compound", -1))
+
+
+def category(name: str) -> dict | None:
+    """{"expr": canonical index} for a basic expression name, {"compound": Du et al. index} for a compound one,
+    None for a non-expression label; KeyError for an unknown name."""
+    index = -2
+    try:
+        index = expression_index(name)
+    except KeyError:
+        pass
+    if index is None:
+        return None
+    if index >= 0:
+        return {"expr": int(index)}
+    key = " ".join(str(name).strip().strip("'\"").lower().replace("_", " ").split())
+    for position, compound in enumerate(COMPOUND_EXPRESSIONS):
+        if compound.lower() == key:
+            return {"compound": position}
+    raise KeyError(f"category {name!r} is neither a basic expression nor one of {COMPOUND_EXPRESSIONS}")
+
+
+def read_category_codes(path: Path) -> dict[int, dict | None]:
+    """{native code: labels} from a mapping file of lines `<code> <category name>` (or `<code>,<name>`; # comments).
+
+    Which compound categories EmotioNet's track 2 uses is not confirmed, hence a file rather than a table in code.
+    """
+    codes = {}
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        code, _, name = text.replace(",", " ", 1).replace("\t", " ", 1).partition(" ")
+        try:
+            codes[int(code)] = category(name)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{path}:{number}: {line!r}: {error}; expected '<code> <category name>'") from None
+    return codes
+
+
+def _code(cell) -> int | None:
+    """An integer code from a table cell (1, 1.0, '1', ' 999 '), None when it is not a whole number."""
+    try:
+        value = float(str(cell).strip())
+    except (TypeError, ValueError):
+        return None
+    return int(value) if math.isfinite(value) and value == int(value) else None
