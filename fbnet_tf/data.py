@@ -29,7 +29,9 @@ STREAMS = ("va", "au", "expr")
 # move in. Other sizes keep the same ratio (resize the stored crop to image_size * CROP_MARGIN, then crop).
 CROP_MARGIN = 112 / 96
 SHUFFLE_BUFFER = 4096
-_ID_KEYS = ("source", "split", "sample_id", "subject")
+_LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
+# The features that say which streams a record belongs to: parsed alone to select and count records.
+_LABEL_SPEC = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
 
 
 # ---------------------------------------------------------------- record directories, manifests, stream sizes
@@ -76,12 +78,11 @@ def _manifest_stream_counts(manifest: dict, split: str) -> dict[str, int] | None
 
 def _scan_stream_counts(files: Sequence[str]) -> dict[str, int]:
     """Count the images of each stream by parsing the label features of every record (vectorised, no decode)."""
-    spec = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
     counts = dict.fromkeys(STREAMS, 0)
     if not files:
         return counts
     ds = tf.data.TFRecordDataset(list(files), num_parallel_reads=tf.data.AUTOTUNE).batch(4096)
-    ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda s: tf.io.parse_example(s, _LABEL_SPEC), num_parallel_calls=tf.data.AUTOTUNE)
     for batch in ds.as_numpy_iterator():
         counts["va"] += int((batch["va_mask"] > 0).sum())
         counts["au"] += int((batch["au_mask"].sum(axis=1) > 0).sum())
@@ -242,8 +243,7 @@ def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: b
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _stream_dataset(stream, files, *, image_size, augment, deterministic, seed, input_context):
-    """One stream's endless, shuffled (image, stream-only targets) elements, cropped (and flipped) per image."""
+def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic, seed, input_context):
     stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
     shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
     if shard_files:
@@ -251,12 +251,14 @@ def _stream_dataset(stream, files, *, image_size, augment, deterministic, seed, 
     ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic)
     if input_context is not None and not shard_files:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.filter(lambda f: _has_label(stream, f))
+    # Select on the label features alone and shuffle the serialized records: the full parse happens once, in the
+    # same map as the decode.
+    ds = ds.filter(lambda serialized: _has_label(stream, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
     # Shuffle before repeat: every pass is a permutation of the whole stream, so an epoch misses no image.
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=stream_seed, reshuffle_each_iteration=True).repeat()
 
-    def to_example(index, features):
+    def to_example(index, serialized):
+        features = _parse(serialized)
         if augment:
             image = train_image(features["image/encoded"], image_size, tf.stack([tf.cast(stream_seed, tf.int64),
                                                                                    index]))
@@ -264,7 +266,19 @@ def _stream_dataset(stream, files, *, image_size, augment, deterministic, seed, 
             image = eval_image(features["image/encoded"], image_size)
         return image, _stream_targets(stream, features)
 
-    return ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(batch, drop_remainder=True)
+    if augment:  # a second seed sequence, one per batch, for the vectorised colour jitter
+        jitter_seed = tf.cast(stream_seed + 1_000_003, tf.int64)
+        ds = ds.enumerate().map(lambda i, b: (_colour_jitter_fused(b[0], tf.stack([jitter_seed, i])), b[1]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds
+
+
+def _concat_streams(*batches):
+    images = tf.concat([b[0] for b in batches], axis=0)
+    targets = {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
+    return images, targets
 
 
 def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
@@ -290,21 +304,15 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     shares = stream_batch_sizes(sizes, replica_batch)
     steps_per_epoch = max(math.ceil(sizes[s] / (b * replicas)) for s, b in shares.items())
 
-    streams = [_stream_dataset(stream, [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)],
-                               image_size=image_size, augment=augment, deterministic=deterministic, seed=seed,
-                               input_context=input_context)
-               for stream in shares]
-    # Every batch takes shares[stream] consecutive elements of each stream, in the order of STREAMS: the batch is
-    # assembled element by element, so no per-stream batch has to be concatenated (copied) again.
-    pattern = [i for i, n in enumerate(shares.values()) for _ in range(n)]
-    selector = tf.data.Dataset.from_tensor_slices(tf.constant(pattern, tf.int64)).repeat()
-    ds = tf.data.Dataset.choose_from_datasets(streams, selector).batch(replica_batch, drop_remainder=True)
-    if augment:  # colour jitter on whole batches (vectorised), seeded per batch
-        jitter_seed = tf.constant(seed + 1_000_003, tf.int64)
-        ds = ds.enumerate().map(lambda i, b: (_colour_jitter_fused(b[0], tf.stack([jitter_seed, i])), b[1]),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    options = _options(deterministic, sharded=input_context is not None)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(options), steps_per_epoch
+    streams = []
+    for stream in (s for s in STREAMS if s in shares):
+        files = [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)]
+        streams.append(_stream_dataset(stream, files, batch=shares[stream], image_size=image_size, augment=augment,
+                                       deterministic=deterministic, seed=seed, input_context=input_context))
+    ds = tf.data.Dataset.zip(tuple(streams)).map(_concat_streams, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic, sharded=input_context is not None)), \
+        steps_per_epoch
 
 
 def _options(deterministic: bool, sharded: bool) -> tf.data.Options:

@@ -75,6 +75,16 @@ def make_strategy(name: str = "auto"):
     raise ValueError(f"runtime.strategy={name!r}: expected auto, default, mirrored or multi_worker")
 
 
+def worker_run_dir(strategy, run_dir: str | os.PathLike) -> Path:
+    """The chief writes `run_dir`; other workers of a multi-worker run (which must save too: saving is collective)
+    write `run_dir/workers/<type>-<id>`, so they never overwrite the chief's files."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type, task_id = getattr(resolver, "task_type", None), getattr(resolver, "task_id", 0)
+    has_chief = bool(resolver and "chief" in resolver.cluster_spec().as_dict())
+    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief)
+    return Path(run_dir) if is_chief else Path(run_dir) / "workers" / f"{task_type}-{task_id}"
+
+
 def use_jit(setting) -> bool:
     """XLA for `jit_compile="auto"` only on a GPU: on this CPU it is slower (8.9 vs 10.8 img/s, paper model)."""
     if str(setting) == "auto":
@@ -196,11 +206,11 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     cfg = cfg.validate()
     configure_runtime(cfg.runtime)
-    run = runs.run_dir(run_dir).create()
+    strategy = make_strategy(cfg.runtime.strategy)
+    run = runs.run_dir(worker_run_dir(strategy, run_dir)).create()
     _check_resumable(run, cfg)
     config_lib.save(cfg, run.config)
 
-    strategy = make_strategy(cfg.runtime.strategy)
     if train_data is None:
         train_data, data_steps, validation_data = datasets(cfg, strategy)
         steps_per_epoch = cfg.trainer.steps_per_epoch or data_steps

@@ -115,4 +115,5 @@ def test_affwild_default_split_is_85_15_by_video_and_layout_error(affwild, tmp_p
         **{v: "validation" if is_validation(v, 0.15) else "train" for v in ("101", "102", "103")}, "202": "test"}
     with pytest.raises(LayoutError) as error:
         build("affwild", tmp_path, tmp_path / "out", progress=False)
-    assert "annotations/train/valence/<video>.txt" in str(error.value) and "videos/train/<video>.mp4" in str(error.value)
+    assert "annotations/train/valence/<video>.txt" in str(error.value)
+    assert "videos/train/<video>.mp4" in str(error.value)

@@ -8,8 +8,8 @@ in any folder directly under the root:
 - ABAW 2022+: `{VA_Estimation_Challenge,EXPR_Recognition_Challenge|EXPR_Classification_Challenge,
   AU_Detection_Challenge}/{Train_Set|Training_Set,Validation_Set}/<video>.txt` (12 AUs; expression 7 "Other"
   means no expression label);
-- ABAW 2022 multi-task: `training_set_annotations_22.txt` / `validation_set_annotations_22.txt`
-  (`image,valence,arousal,expression,AU1..AU12` with image = `<video>/<frame>.jpg`).
+- ABAW 2022 multi-task: `training_set_annotations_22.txt` / `validation_set_annotations_22.txt` (also without
+  `_22`), rows `image,valence,arousal,expression,AU1..AU12` with image = `<video>/<frame>.jpg`.
 
 In every per-task file line 1 is the header (labels are mapped by its names) and the k-th row after it is frame
 k, whose image is `cropped_aligned/<video>/{k:05d}.jpg`. -5 (VA) and -1 (expression, AU) mean "not annotated".

@@ -51,6 +51,9 @@ class Skip(Exception):
         self.file = None if file is None else str(file)
         self.line = line
 
+    def __reduce__(self):  # picklable across the process pool despite the custom constructor
+        return (Skip, (self.reason, self.message, self.file, self.line))
+
     def record(self, **context) -> dict:
         """The JSON-able manifest entry."""
         return {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message, **context}

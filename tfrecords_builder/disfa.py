@@ -140,6 +140,8 @@ class Disfa(Builder):
                     yield Skip(Reason.BAD_ROW, f"frame {frame} is listed twice; the first is kept", file, line_number)
                     continue
                 intensities[au][frame] = value
+        if not intensities:
+            raise Skip(Reason.NO_LABEL, f"none of {subject}'s label files could be read")
         threshold = self.options["threshold"]
         labelled = set().union(*(set(frames) for frames in intensities.values())) | set(problems)
         seen = set()
@@ -168,10 +170,13 @@ class Disfa(Builder):
                 au[position] = float(frames[frame] >= threshold)
             yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, au=au, au_mask=mask,
                               au_intensity=level, extra={"camera": item.data["camera"]})
-        beyond = sorted(f for f in labelled - seen if (f - 1) % self.frame_stride == 0 and f > max(seen, default=0))
+        if not seen:  # OpenCV opened the file but decoded nothing: a corrupt video must not vanish
+            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {video} could be decoded", video)
+        last = max(seen)
+        beyond = sorted(f for f in labelled - seen if (f - 1) % self.frame_stride == 0 and f > last)
         if beyond:
-            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the end "
-                                            f"of {video} ({max(seen, default=0)} frames read)", file=video)
+            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
+                                            f"end of {video} (last frame read: {last})", file=video)
 
 
 def _parse_row(line: str) -> tuple[int, int]:

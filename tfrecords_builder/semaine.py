@@ -46,17 +46,18 @@ def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], 
     file that is not well-formed ELAN XML or declares a DTD.
     """
     data = path.read_bytes()
-    if re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE):
-        line = data[:re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE).start()].count(b"\n") + 1
-        raise Skip(UNSAFE_XML, "DTD/entity declarations are refused in .eaf files", file, line)
+    declaration = re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE)
+    if declaration:  # ELAN never writes a DTD; refusing one rules out entity expansion and external fetches
+        raise Skip(UNSAFE_XML, "DTD/entity declarations are refused in .eaf files", file,
+                   data[:declaration.start()].count(b"\n") + 1)
     try:
         document = ElementTree.fromstring(data)
     except ElementTree.ParseError as error:
         raise Skip(Reason.BAD_ROW, f"not well-formed XML: {error}", file, error.position[0]) from None
     if document.tag != "ANNOTATION_DOCUMENT":
         raise Skip(Reason.BAD_ROW, f"root element <{document.tag}>; expected ELAN <ANNOTATION_DOCUMENT>", file, 1)
-    units = document.find("HEADER").get("TIME_UNITS", "milliseconds") if document.find("HEADER") is not None \
-        else "milliseconds"
+    header = document.find("HEADER")
+    units = "milliseconds" if header is None else header.get("TIME_UNITS", "milliseconds")
     if units != "milliseconds":
         raise Skip(Reason.BAD_ROW, f"TIME_UNITS={units!r}; expected milliseconds", file, 1)
     slots = {}

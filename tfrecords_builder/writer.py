@@ -146,8 +146,8 @@ def _init_worker(builder_class, root, image_size, frame_stride, options):
     _worker_builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **options)
 
 
-def _process_in_worker(item: Item) -> list:
-    return process_item(_worker_builder, item)
+def _process_chunk_in_worker(items: list[Item]) -> list[list]:
+    return [process_item(_worker_builder, item) for item in items]
 
 
 def process_item(builder: Builder, item: Item) -> list[tuple]:
@@ -190,7 +190,14 @@ _WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_
 
 
 class _Executor:
-    """`run(items)` -> iterator of per-item results in item order; in-process or a spawn process pool."""
+    """`run(items)` -> iterator of per-item results in item order; in-process, or a spawn process pool.
+
+    A bounded window of chunks is in flight, so memory stays flat for any database size; a worker that dies
+    (or cannot start) raises BrokenProcessPool instead of hanging the build.
+    """
+
+    CHUNK = 4  # items per task: amortizes the inter-process round trip for small images
+    WINDOW = 8  # chunks in flight per worker
 
     def __init__(self, builder_class, builder: Builder, workers: int):
         self.builder_class, self.builder, self.workers, self.pool = builder_class, builder, int(workers), None
@@ -198,6 +205,7 @@ class _Executor:
     def __enter__(self):
         if self.workers > 1:
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the parent may already hold TensorFlow's threads. One thread per worker (numpy,
             # OpenCV, TensorFlow when a builder detects faces): the pool is the parallelism. Workers only
@@ -205,8 +213,8 @@ class _Executor:
             saved = {name: os.environ.get(name) for name in _WORKER_ENVIRONMENT}
             os.environ.update(_WORKER_ENVIRONMENT)
             try:
-                self.pool = multiprocessing.get_context("spawn").Pool(
-                    self.workers, initializer=_init_worker,
+                self.pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                     initargs=(self.builder_class, str(self.builder.root), self.builder.image_size,
                               self.builder.frame_stride, self.builder.options))
             finally:
@@ -220,15 +228,26 @@ class _Executor:
     def __call__(self, items):
         if self.pool is None:
             return (process_item(self.builder, item) for item in items)
-        return self.pool.imap(_process_in_worker, items, chunksize=4)
+        return self._ordered(items)
+
+    def _ordered(self, items):
+        from collections import deque
+        from itertools import islice
+
+        items, in_flight = iter(items), deque()
+        while True:
+            while len(in_flight) < self.workers * self.WINDOW:
+                chunk = list(islice(items, self.CHUNK))
+                if not chunk:
+                    break
+                in_flight.append(self.pool.submit(_process_chunk_in_worker, chunk))
+            if not in_flight:
+                return
+            yield from in_flight.popleft().result()
 
     def __exit__(self, *exc):
         if self.pool is not None:
-            if exc[0] is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
         return False
 
 

@@ -1,5 +1,5 @@
-"""`python -m fbnet_tf.demo render --out DIR [--seed S] [--scale small|medium] [--workers N]`
-and `python -m fbnet_tf.demo sheet --out sheet.png`."""
+"""`python -m fbnet_tf.demo render --out DIR [--seed S] [--scale small|medium] [--workers N]`,
+`python -m fbnet_tf.demo sheet --out sheet.png` and `python -m fbnet_tf.demo check --root DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     sheet.add_argument("--out", required=True, help="PNG file to write")
     sheet.add_argument("--seed", type=int, default=0)
     sheet.add_argument("--tile", type=int, default=80, help="tile size in pixels")
+    check = commands.add_parser("check", help="is a rendered world learnable, does relatedness hold (needs sklearn)")
+    check.add_argument("--root", required=True, help="the folder `render --out` wrote")
     args = parser.parse_args(argv)
 
     if args.command == "render":
@@ -28,6 +30,10 @@ def main(argv=None) -> int:
         summary = render_world(args.out, seed=args.seed, scale=args.scale, workers=args.workers,
                                databases=tuple(args.databases or DATABASES))
         print(json.dumps(summary, indent=2))
+    elif args.command == "check":
+        from fbnet_tf.demo.checks import format_report, run_all
+
+        print(format_report(run_all(args.root)))
     else:
         from fbnet_tf.demo.sheet import contact_sheet
 

@@ -162,3 +162,24 @@ def run_all(root) -> dict:
             "au_affwild2": au_check({key: np.concatenate([affwild2[s][key] for s in affwild2])
                                      for key in ("x", "au", "video")}),
             "relatedness_affwild2": relatedness_check(affwild2)}
+
+
+def format_report(results: dict) -> str:
+    """The checks as plain-text tables."""
+    lines = ["expression (logistic regression on 24x24 grey pixels of aligned faces)",
+             f"  {'data':<12}{'train':>7}{'test':>7}{'accuracy':>10}{'macro-F1':>10}{'majority':>10}{'uniform':>9}"]
+    for key, name in (("expression_affectnet", "AffectNet"), ("expression_rafdb", "RAF-DB")):
+        r = results[key]
+        lines.append(f"  {name:<12}{r['n_train']:>7}{r['n_test']:>7}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}"
+                     f"{r['majority_accuracy']:>10.3f}{r['uniform_accuracy']:>9.3f}")
+    lines += ["AUs on Aff-Wild2 (F1, cross-validated over videos)", f"  {'AU':<6}{'F1':>7}{'chance F1':>11}{'positives':>11}"]
+    for au, r in results["au_affwild2"].items():
+        lines.append(f"  {au:<6}{r['f1']:>7.3f}{r['always_present_f1']:>11.3f}{r['positives']:>11}")
+    f1 = np.mean([r["f1"] for r in results["au_affwild2"].values()])
+    chance = np.mean([r["always_present_f1"] for r in results["au_affwild2"].values()])
+    lines.append(f"  {'mean':<6}{f1:>7.3f}{chance:>11.3f}")
+    r = results["relatedness_affwild2"]
+    lines += ["relatedness inferred from Aff-Wild2 frames vs. du2014 (12 AUs x 6 expressions)",
+              f"  frames {r['frames']}, mean |dw| {r['mean_abs_weight_difference']:.3f}, "
+              f"max |dw| {r['max_abs_weight_difference']:.3f}, links agreeing {r['link_agreement']:.1%}"]
+    return "\n".join(lines)

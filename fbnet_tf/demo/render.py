@@ -98,15 +98,21 @@ def _mask(shape: tuple[int, int], polygons) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def _blend(img: np.ndarray, layer: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> None:
-    """img <- img + (layer - img) * mask * alpha, in place, uint8 images, only where the mask is nonzero."""
+def _blend(img: np.ndarray, layer, mask: np.ndarray, alpha: float = 1.0) -> None:
+    """img <- img + (layer - img) * mask * alpha, in place, only where the mask is nonzero.
+
+    `layer` is a uint8 image like `img` or an RGB colour (0..1)."""
     rows, cols = np.nonzero(mask.max(axis=1) > 0)[0], np.nonzero(mask.max(axis=0) > 0)[0]
     if rows.size == 0:
         return
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     m = mask[r0:r1, c0:c1, None] * alpha
     base = img[r0:r1, c0:c1].astype(np.float32)
-    img[r0:r1, c0:c1] = np.clip(base + (layer[r0:r1, c0:c1].astype(np.float32) - base) * m + 0.5, 0, 255)
+    if isinstance(layer, np.ndarray) and layer.ndim == 3:
+        top = layer[r0:r1, c0:c1].astype(np.float32)
+    else:
+        top = np.asarray(_u8(layer), np.float32)
+    img[r0:r1, c0:c1] = np.clip(base + (top - base) * m + 0.5, 0, 255)
 
 
 def _curve(a, b, bend: float, n: int = 8) -> np.ndarray:
@@ -129,14 +135,11 @@ def _background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         ramp = np.linspace(0.9, 0.75, h, dtype=np.float32)[:, None, None]
         return np.ascontiguousarray(np.broadcast_to(ramp * np.array([230, 235, 242], np.float32), (h, w, 3)), np.uint8)
     c1, c2 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    t = ((xx * np.cos(angle) + yy * np.sin(angle)) / max(h, w) + 1) / 2
-    img = c1 * (1 - t[..., None]) + c2 * t[..., None]
-    blotches = cv2.resize(rng.uniform(-0.15, 0.15, (4, 4, 3)).astype(np.float32), (w, h),
-                          interpolation=cv2.INTER_CUBIC)
-    img = np.clip(img + blotches, 0, 1)
-    img = (img * 255).astype(np.uint8)
+    grid = np.linspace(-1, 1, 4)
+    t = (grid[None, :] * np.cos(angle) + grid[:, None] * np.sin(angle) + 1.5) / 3  # a 4x4 linear ramp ...
+    coarse = c1 * (1 - t[..., None]) + c2 * t[..., None] + rng.uniform(-0.15, 0.15, (4, 4, 3))  # ... + blotches
+    img = cv2.resize(np.clip(coarse * 255, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
     for _ in range(int(rng.integers(0, 5))):
         colour = rng.uniform(0, 1, 3)
         x, y = rng.uniform(0, w), rng.uniform(0, h)
@@ -157,6 +160,7 @@ class _Face:
         self.plane = fm.deform(fm.identity_shape(identity), self.au)  # [68, 2] face plane
         self.lm = fm.project(fm.to_3d(self.plane), scene.yaw, scene.pitch, scene.roll, scene.affine)
         self.scale = float(np.linalg.norm(scene.affine[:, 0]))
+        self.rotation = fm.rotation(scene.yaw, scene.pitch, scene.roll)
 
     def a(self, au: int) -> float:
         return float(self.au[_A[au]])
@@ -166,7 +170,7 @@ class _Face:
         points = np.asarray(points, np.float32).reshape(-1, 2)
         xyz = fm.to_3d(points)
         xyz[:, 2] += lift
-        return fm.project(xyz, self.scene.yaw, self.scene.pitch, self.scene.roll, self.scene.affine)
+        return (xyz @ self.rotation.T)[:, :2] @ self.scene.affine[:, :2].T + self.scene.affine[:, 2]
 
 
 def render(identity: fm.Identity, au, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +221,7 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
     if i.beard > 0:
         stubble = np.concatenate([lm[3:14], f.px([[0.3, 0.5], [0.12, 0.48], [-0.12, 0.48], [-0.3, 0.5]])])
         soft = cv2.GaussianBlur(_mask(shape, [stubble]), (0, 0), max(0.5, 0.03 * s))
-        _blend(img, np.full_like(img, _u8(hair * 0.6)), soft, 0.4 * i.beard)
+        _blend(img, hair * 0.6, soft, 0.4 * i.beard)
     # Hair over the forehead down to the hairline.
     top = 0.58 + i.hairline
     line = np.stack([0.8 * w * np.cos(theta), -0.15 - (top - 0.15) * np.sin(theta) ** 0.5], axis=1)
@@ -336,7 +340,7 @@ def _draw_brows(img: np.ndarray, f: _Face) -> None:
         top = points - np.stack([np.zeros(5), i.brow_thickness * taper * 0.7], axis=1)
         bottom = points + np.stack([np.zeros(5), i.brow_thickness * taper * 0.45], axis=1)
         polys.append(f.px(np.concatenate([top, bottom[::-1]]), lift=0.02))
-    _blend(img, np.full_like(img, _u8(colour)), _mask(img.shape[:2], polys), 0.9)
+    _blend(img, colour, _mask(img.shape[:2], polys), 0.9)
 
 
 def _draw_eyes(img: np.ndarray, f: _Face) -> None:
@@ -357,7 +361,7 @@ def _draw_eyes(img: np.ndarray, f: _Face) -> None:
                    cv2.LINE_AA, _SHIFT)
         # The upper lid shades the top of the eyeball.
         lid_shadow = np.concatenate([outline[:4], outline[[3, 2, 1, 0]] + [0, 0.025 * s]])
-        _blend(layer, np.zeros_like(layer), _mask(shape, [lid_shadow]), 0.25)
+        _blend(layer, (0.0, 0.0, 0.0), _mask(shape, [lid_shadow]), 0.25)
         _blend(img, layer, _mask(shape, [outline]))
         crease_lift = 0.04 - 0.02 * f.a(5) + 0.01 * f.a(7)
         crease = np.concatenate([outline[:1], outline[1:3] - [0, crease_lift * s], outline[3:4]])
@@ -375,7 +379,7 @@ def _draw_nose(img: np.ndarray, f: _Face) -> None:
         alar = _curve(p[wing] + [side * 0.0, 0.01], p[wing] + [side * 0.01, -0.09], side * 0.045, 7)
         _line(img, f.px(alar, lift=0.1), i.skin * 0.62, 0.012 * s)
     tip = f.px(_ellipse(p[30] + [0.0, 0.0], (0.035, 0.025), 10), lift=0.26)
-    _blend(img, np.full_like(img, _u8(np.minimum(i.skin * 1.15, 1))), _mask(img.shape[:2], [tip]), 0.5)
+    _blend(img, np.minimum(i.skin * 1.15, 1), _mask(img.shape[:2], [tip]), 0.5)
 
 
 def _draw_mouth(img: np.ndarray, f: _Face) -> None:
@@ -387,7 +391,7 @@ def _draw_mouth(img: np.ndarray, f: _Face) -> None:
     _fill(img, lower, lip)
     _fill(img, upper, lip * 0.88)
     highlight = f.px(_ellipse((p[57] + p[66]) / 2 + [0, -0.005], (0.06, 0.012), 10), lift=0.06)
-    _blend(img, np.full_like(img, _u8(np.minimum(lip * 1.3, 1))), _mask(shape, [highlight]), 0.5)
+    _blend(img, np.minimum(lip * 1.3, 1), _mask(shape, [highlight]), 0.5)
     inner = lm[60:68]
     gap = float(np.mean(p[[67, 66, 65], 1] - p[[61, 62, 63], 1]))
     if gap > 0.006:
@@ -418,14 +422,13 @@ def _finish(img: np.ndarray, f: _Face, scene: Scene, rng: np.random.Generator) -
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         _fill(img, (points - centre) @ rot.T + centre, colour)
     out = img.astype(np.float32) / 255.0
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     centre = f.lm.mean(axis=0)
-    ramp = ((xx - centre[0]) * np.cos(scene.light_angle) + (yy - centre[1]) * np.sin(scene.light_angle))
-    ramp /= max(f.scale, 1.0)
-    out *= (scene.brightness * (1 + scene.light_strength * np.clip(ramp, -1.5, 1.5)))[..., None]
-    out *= np.asarray(scene.tint, np.float32)
+    xs = (np.arange(w, dtype=np.float32) - centre[0]) * np.cos(scene.light_angle) / max(f.scale, 1.0)
+    ys = (np.arange(h, dtype=np.float32) - centre[1]) * np.sin(scene.light_angle) / max(f.scale, 1.0)
+    light = scene.brightness * (1 + scene.light_strength * np.clip(ys[:, None] + xs[None, :], -1.5, 1.5))
+    out *= light[..., None] * np.asarray(scene.tint, np.float32)
     if scene.blur > 0.05:
         out = cv2.GaussianBlur(out, (0, 0), scene.blur)
     if scene.noise > 0:
-        out += rng.normal(0, scene.noise, out.shape).astype(np.float32)
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(scene.noise)
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
