@@ -10,7 +10,7 @@ Rows (each an Adam step, forward + backward + update, on the same images):
                   proportion) with its masks, eq. 1 + soft co-annotation + distribution matching, every loss term
                   and the streaming metrics logged.
 Steps are interleaved (bare, network, full, bare, ...) so that load from other processes hits every row alike; the
-median step time is reported. The target is full step >= 0.95 x the bare backbone's images/s.
+median and the best step time are reported. The target is full step >= 0.95 x the bare backbone's images/s.
 """
 from __future__ import annotations
 
@@ -90,16 +90,21 @@ def main(argv=None) -> int:
         if step > 0:
             print(f"  step {step}/{args.steps}: " + ", ".join(f"{t[-1]:.2f}s" for t in times.values()), flush=True)
 
-    bare = args.batch / statistics.median(times[next(iter(rows))])
+    # Median and best step: on a machine shared with other jobs the best step is the less noisy estimate.
+    bare_median = args.batch / statistics.median(times[next(iter(rows))])
+    bare_best = args.batch / min(times[next(iter(rows))])
     print()
-    print(f"| {'training step':<56} | {'median s/step':>13} | {'img/s':>7} | {'vs bare backbone':>16} |")
-    print(f"|{'-' * 58}|{'-' * 15}|{'-' * 9}|{'-' * 18}|")
+    print(f"| {'training step':<56} | {'median s':>8} | {'img/s':>7} | {'ratio':>5} | {'best s':>6} | {'img/s':>7} "
+          f"| {'ratio':>5} |")
+    print(f"|{'-' * 58}|{'-' * 10}|{'-' * 9}|{'-' * 7}|{'-' * 8}|{'-' * 9}|{'-' * 7}|")
     for name, values in times.items():
-        median = statistics.median(values)
-        rate = args.batch / median
-        print(f"| {name:<56} | {median:>13.3f} | {rate:>7.2f} | {rate / bare:>16.3f} |")
-    full = args.batch / statistics.median(times[list(rows)[-1]])
-    print(f"\nfull / bare backbone = {full / bare:.3f} (target >= 0.95)")
+        median, best = statistics.median(values), min(values)
+        print(f"| {name:<56} | {median:>8.3f} | {args.batch / median:>7.2f} | "
+              f"{args.batch / median / bare_median:>5.3f} | {best:>6.3f} | {args.batch / best:>7.2f} | "
+              f"{args.batch / best / bare_best:>5.3f} |")
+    full = times[list(rows)[-1]]
+    print(f"\nfull step / bare backbone: {args.batch / statistics.median(full) / bare_median:.3f} (median), "
+          f"{args.batch / min(full) / bare_best:.3f} (best); target >= 0.95")
     return 0
 
 

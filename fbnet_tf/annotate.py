@@ -55,6 +55,9 @@ def _draw_au_bars(image, row, box, scale):
     label_w = cv2.getTextSize("AU26", FONT, font_scale, 1)[0][0] + 4
     bar_w = int(50 * scale) + 10
     left = x + w + 4 if x + w + 4 + label_w + bar_w < image.shape[1] else max(0, x - 4 - label_w - bar_w)
+    bottom = min(image.shape[0], y + len(AU_NAMES) * bar_h)
+    panel = image[max(0, y):bottom, left:left + label_w + bar_w]
+    panel[:] = (panel * 0.35).astype(np.uint8)  # dark backing so the labels read on any background
     for i, (name, p) in enumerate(zip(AU_NAMES, probabilities)):
         top = y + i * bar_h
         if top + bar_h > image.shape[0]:

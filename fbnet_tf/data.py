@@ -32,6 +32,7 @@ SHUFFLE_BUFFER = 4096
 _LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
 # The features that say which streams a record belongs to: parsed alone to select and count records.
 _LABEL_SPEC = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
+_TRAINING_SPEC = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *_LABEL_KEYS)}
 
 
 # ---------------------------------------------------------------- record directories, manifests, stream sizes
@@ -64,7 +65,8 @@ def _manifest_stream_counts(manifest: dict, split: str) -> dict[str, int] | None
     AU-stream size is exact only when every AU-annotated image has the same AU set (all nonzero per-AU counts
     equal, as in DISFA or BP4D); otherwise None, and the caller scans the records.
     """
-    labels = (_manifest_split(manifest, split) or {}).get("labels")
+    entry = _manifest_split(manifest, split) or {}
+    labels = entry.get("labels")
     if not isinstance(labels, dict):
         return None
     va, expressions, au_annotated = labels.get("va"), labels.get("expression"), labels.get("au_annotated")
@@ -73,12 +75,13 @@ def _manifest_stream_counts(manifest: dict, split: str) -> dict[str, int] | None
     per_au = {n for n in au_annotated.values() if n > 0}
     if len(per_au) > 1:
         return None
-    return {"va": va, "au": per_au.pop() if per_au else 0, "expr": sum(expressions.values())}
+    return {"va": va, "au": per_au.pop() if per_au else 0, "expr": sum(expressions.values()),
+            "records": entry.get("count") if isinstance(entry.get("count"), int) else None}
 
 
 def _scan_stream_counts(files: Sequence[str]) -> dict[str, int]:
-    """Count the images of each stream by parsing the label features of every record (vectorised, no decode)."""
-    counts = dict.fromkeys(STREAMS, 0)
+    """Count the images of each stream (and all records) by parsing the label features (vectorised, no decode)."""
+    counts = dict.fromkeys((*STREAMS, "records"), 0)
     if not files:
         return counts
     ds = tf.data.TFRecordDataset(list(files), num_parallel_reads=tf.data.AUTOTUNE).batch(4096)
@@ -87,10 +90,12 @@ def _scan_stream_counts(files: Sequence[str]) -> dict[str, int]:
         counts["va"] += int((batch["va_mask"] > 0).sum())
         counts["au"] += int((batch["au_mask"].sum(axis=1) > 0).sum())
         counts["expr"] += int((batch["expr"] >= 0).sum())
+        counts["records"] += len(batch["expr"])
     return counts
 
 
-def _dir_stream_counts(record_dir: str, split: str) -> dict[str, int]:
+def _dir_stream_counts(record_dir: str, split: str) -> dict[str, int | None]:
+    """{"va", "au", "expr": images per stream, "records": all records (None when unknown)} of one directory."""
     counts = _manifest_stream_counts(_read_manifest(record_dir), split)
     return counts if counts is not None else _scan_stream_counts(record_files(record_dir, split))
 
@@ -102,8 +107,9 @@ def stream_sizes(record_dirs: str | Iterable[str], split: str = "train") -> dict
     """
     totals = dict.fromkeys(STREAMS, 0)
     for record_dir in _as_list(record_dirs):
-        for stream, n in _dir_stream_counts(record_dir, split).items():
-            totals[stream] += n
+        counts = _dir_stream_counts(record_dir, split)
+        for stream in STREAMS:
+            totals[stream] += counts[stream]
     return totals
 
 
@@ -188,10 +194,6 @@ def colour_jitter(images, seed):
     return tf.reshape(tf.clip_by_value(pixels, 0.0, 255.0), tf.shape(images))
 
 
-# XLA fuses the jitter into about two passes over the pixels (2.4x less CPU than the plain graph on this machine).
-_colour_jitter_fused = tf.function(colour_jitter, jit_compile=True)
-
-
 def _has_label(stream: str, features) -> tf.Tensor:
     if stream == "va":
         return features["va_mask"] > 0
@@ -225,7 +227,8 @@ def _stream_targets(stream: str, features) -> dict:
 
 
 def _parse(serialized):
-    return tf.io.parse_single_example(serialized, feature_spec())
+    """The image and the five training targets only: skipping the other features makes the parse cheaper."""
+    return tf.io.parse_single_example(serialized, _TRAINING_SPEC)
 
 
 # ---------------------------------------------------------------- datasets
@@ -243,7 +246,7 @@ def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: b
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic, seed, input_context):
+def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, deterministic, seed, input_context):
     stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
     shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
     if shard_files:
@@ -251,9 +254,10 @@ def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic,
     ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic)
     if input_context is not None and not shard_files:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    # Select on the label features alone and shuffle the serialized records: the full parse happens once, in the
-    # same map as the decode.
-    ds = ds.filter(lambda serialized: _has_label(stream, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
+    # Select on the label features alone (only where some records lack this stream's label) and shuffle the
+    # serialized records: the full parse happens once, in the same map as the decode.
+    if select:
+        ds = ds.filter(lambda serialized: _has_label(stream, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
     # Shuffle before repeat: every pass is a permutation of the whole stream, so an epoch misses no image.
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=stream_seed, reshuffle_each_iteration=True).repeat()
 
@@ -267,18 +271,27 @@ def _stream_dataset(stream, files, *, batch, image_size, augment, deterministic,
         return image, _stream_targets(stream, features)
 
     ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(batch, drop_remainder=True)
-    if augment:  # a second seed sequence, one per batch, for the vectorised colour jitter
-        jitter_seed = tf.cast(stream_seed + 1_000_003, tf.int64)
-        ds = ds.enumerate().map(lambda i, b: (_colour_jitter_fused(b[0], tf.stack([jitter_seed, i])), b[1]),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    return ds
+    return ds.batch(batch, drop_remainder=True)
 
 
-def _concat_streams(*batches):
-    images = tf.concat([b[0] for b in batches], axis=0)
-    targets = {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
-    return images, targets
+@tf.function(jit_compile=True)
+def _concat_and_jitter(images: Sequence[tf.Tensor], seed):
+    # XLA fuses the concatenation and the jitter into about two passes over the pixels (2-3x less CPU than the
+    # plain graph on this machine).
+    return colour_jitter(tf.concat(images, axis=0), seed)
+
+
+def _assemble(augment: bool, seed: int):
+    """(batch index, per-stream batches) -> one batch: streams concatenated, colour-jittered when augmenting."""
+    jitter_seed = tf.constant(seed + 1_000_003, tf.int64)
+
+    def assemble(index, batches):
+        images = [b[0] for b in batches]
+        images = (_concat_and_jitter(images, tf.stack([jitter_seed, index])) if augment
+                  else tf.concat(images, axis=0))
+        return images, {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
+
+    return assemble
 
 
 def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
@@ -306,13 +319,16 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
 
     streams = []
     for stream in (s for s in STREAMS if s in shares):
-        files = [f for d in dirs if per_dir[d][stream] > 0 for f in record_files(d, split)]
-        streams.append(_stream_dataset(stream, files, batch=shares[stream], image_size=image_size, augment=augment,
-                                       deterministic=deterministic, seed=seed, input_context=input_context))
-    ds = tf.data.Dataset.zip(tuple(streams)).map(_concat_streams, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic, sharded=input_context is not None)), \
-        steps_per_epoch
+        carriers = [d for d in dirs if per_dir[d][stream] > 0]
+        files = [f for d in carriers for f in record_files(d, split)]
+        select = any(per_dir[d][stream] != per_dir[d]["records"] for d in carriers)
+        streams.append(_stream_dataset(stream, files, select=select, batch=shares[stream], image_size=image_size,
+                                       augment=augment, deterministic=deterministic, seed=seed,
+                                       input_context=input_context))
+    ds = tf.data.Dataset.zip(tuple(streams)).enumerate()
+    ds = ds.map(_assemble(augment, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    options = _options(deterministic, sharded=input_context is not None)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options), steps_per_epoch
 
 
 def _options(deterministic: bool, sharded: bool) -> tf.data.Options:

@@ -80,7 +80,8 @@ def encode_example(sample: Sample) -> bytes:
             features[key] = i(value)
         else:
             features[key] = f(value)
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic: protobuf's map order otherwise varies between processes, and shards must be reproducible.
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def feature_spec() -> dict:

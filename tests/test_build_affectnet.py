@@ -120,7 +120,8 @@ def test_original_release_labels_va_splits_alignment_and_skips(original, tmp_pat
         elif key in list(expected)[13:]:
             assert example["split"] == "test"
         else:
-            assert example["split"] == ("validation" if in_validation(key) else "train")
+            listed = key[len("Manually_Annotated_Images/"):]  # the CSV's subDirectory_filePath
+            assert example["split"] == ("validation" if in_validation(listed) else "train")
         name = CODES[code]
         assert (EXPRESSIONS[example["expr"]] if example["expr"] >= 0 else None) == name, key
         if va == (-2, -2):

@@ -175,3 +175,56 @@ def test_registry_and_cli(tmp_path, capsys):
                                text=True, check=True).stdout
     for name in databases:
         assert f"  {name} " in help_text
+
+
+SLOW_BUILDER = '''
+import time
+import numpy as np
+from tfrecords_builder import Builder, Item
+
+
+class Slow(Builder):
+    NAME = "slow"
+    ITEMS_PER_SHARD = 2
+
+    def list_items(self):
+        for index in range(40):
+            yield Item(split="train", key=f"img{index:03d}", data={"value": index})
+
+    def examples(self, item):
+        time.sleep(0.03)
+        crop = np.full((16, 16, 3), item.data["value"] * 6, np.uint8)
+        yield self.sample(item, crop, expr=item.data["value"] % 7)
+'''
+
+
+@pytest.mark.slow  # a real SIGKILL of a subprocess that imports TensorFlow: ~10-30 s on a shared machine
+def test_a_build_killed_for_real_resumes_to_identical_shards(tmp_path, monkeypatch):
+    import importlib
+    import os
+    import signal
+    import time
+
+    (tmp_path / "slow_builder.py").write_text(SLOW_BUILDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    slow = importlib.import_module("slow_builder").Slow
+    out = tmp_path / "killed"
+    script = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {os.getcwd()!r}]\n"
+              "from slow_builder import Slow\nfrom tfrecords_builder import build\n"
+              f"build(Slow, {str(tmp_path)!r}, {str(out)!r}, image_size=16, progress=False)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((out / ".shards").glob("*.json"))) < 3 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)  # mid-build: some shards done, one being written
+    process.wait()
+    done = len(list((out / ".shards").glob("*.json")))
+    assert 3 <= done < 20, "the build finished before it could be killed"
+    assert not (out / "manifest.json").exists()
+
+    resumed = build(slow, tmp_path, out, image_size=16, progress=False)
+    reference = build(slow, tmp_path, tmp_path / "reference", image_size=16, progress=False)
+    assert len(resumed["resumed_shards"]) == done and resumed["total"] == 40
+    for shard in reference["splits"]["train"]["shards"]:
+        assert (out / shard["file"]).read_bytes() == (tmp_path / "reference" / shard["file"]).read_bytes()
+    assert not list(out.glob(".*.tmp"))  # the half-written shard of the killed run is gone

@@ -2,6 +2,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -238,3 +239,48 @@ def test_evaluation_dataset_carries_ids_and_extra_features(tmp_path):
 def test_missing_split_names_the_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         data.validation_dataset(str(tmp_path), batch_size=4, image_size=IMAGE_SIZE)
+
+
+class MaskedLossModel(keras.Model):
+    """The smallest real model that trains on the pipeline's (images, targets) with its masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.heads = {"va": keras.layers.Dense(2), "expr": keras.layers.Dense(7), "au": keras.layers.Dense(len(AUS))}
+
+    def call(self, images):
+        features = self.pool(images / 255.0)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        ops = keras.ops
+        va = ops.sum(y["va_mask"][:, None] * (y_pred["va"] - y["va"]) ** 2) / ops.maximum(ops.sum(y["va_mask"]), 1.0)
+        has_expr = ops.cast(y["expr"] >= 0, "float32")
+        expr = keras.losses.sparse_categorical_crossentropy(ops.maximum(y["expr"], 0), y_pred["expr"], from_logits=True)
+        au = ops.binary_crossentropy(y["au"], y_pred["au"], from_logits=True) * y["au_mask"]
+        return (va + ops.sum(expr * has_expr) / ops.maximum(ops.sum(has_expr), 1.0)
+                + ops.sum(au) / ops.maximum(ops.sum(y["au_mask"]), 1.0))
+
+
+def test_model_fit_consumes_training_and_validation_datasets(three_streams, tmp_path):
+    dirs, _ = three_streams
+    validation = [sample(k, "affectnet", split="validation", va=(0.1, 0.2), expr=k % 7) for k in range(6)]
+    validation_dir = write_record_dir(tmp_path, "affectnet", validation, split="validation")
+    ds, steps = data.training_dataset(dirs, batch_size=13, image_size=IMAGE_SIZE)
+    model = MaskedLossModel()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0,
+                        validation_data=data.validation_dataset(validation_dir, batch_size=4, image_size=IMAGE_SIZE))
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
+
+
+def test_record_level_sharding_when_workers_outnumber_files(three_streams):
+    dirs, _ = three_streams  # RAF-DB has a single shard: two workers must split its records, not its files
+    seen = []
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2)
+        ds, _ = data.training_dataset(dirs[3], batch_size=4, image_size=IMAGE_SIZE, augment=False,
+                                      deterministic=True, input_context=context)
+        seen.append({int(k) for images, _ in take(ds, 10) for k in image_ids(images)})
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(90, 100))

@@ -215,7 +215,7 @@ def test_every_tflite_variant_agrees_with_the_savedmodel_within_the_reported_bou
         va_bound, prob_bound, agreement_bound = export.PARITY_BOUNDS[variant]
         assert np.isfinite(got["expression"]).all()
         np.testing.assert_allclose(got["expression"].sum(1), 1.0, atol=0.02)
-        if variant in export.STRICT_VARIANTS:
+        if variant != "int8":  # full-integer may drift past its bounds on an untrained model; it only warns
             assert row["ok"]
             assert np.abs(got["valence_arousal"] - reference["valence_arousal"]).max() <= va_bound
             assert np.abs(got["action_units"] - reference["action_units"]).max() <= prob_bound
@@ -233,6 +233,8 @@ def test_parity_check_stops_a_conversion_that_outputs_nan():
     shifted = {**reference, "action_units": reference["action_units"] + 0.01}
     with pytest.raises(export.ParityError, match="fp32"):
         export.check_parity("off.tflite", "fp32", reference, shifted)
+    with pytest.raises(export.ParityError, match="range"):
+        export.check_parity("wild.tflite", "int8", reference, {**reference, "expression": reference["expression"] * 3})
     report = export.check_parity("ok.tflite", "dynamic", reference, shifted)
     assert report["ok"] and report["max_abs_d_au_prob"] == pytest.approx(0.01)
     assert report["expression_argmax_agreement"] == 1.0

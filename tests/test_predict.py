@@ -132,3 +132,19 @@ def test_unreadable_video_is_reported_not_raised(models, tmp_path):
 def test_missing_model_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.tflite"):
         fbnet_tf.Predictor(tmp_path / "nothing.tflite")
+
+
+def test_frames_are_consumed_lazily_from_an_endless_stream(models, astronaut):
+    import itertools
+
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    pulled = []
+
+    def endless():
+        for index in itertools.count():
+            pulled.append(index)
+            yield small
+
+    rows = list(itertools.islice(fbnet_tf.Predictor(models["tflite"], batch_size=2).iter_rows(endless()), 3))
+    assert [row["frame"] for row in rows] == [0, 1, 2]
+    assert len(pulled) <= 4  # at most one batch ahead: memory does not grow with the stream

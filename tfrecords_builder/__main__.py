@@ -6,9 +6,14 @@ import os
 import sys
 
 
+def _short(value, limit: int = 32) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
 def _parser(databases: dict) -> argparse.ArgumentParser:
     listing = "\n".join(f"  {name:<16} {cls.DESCRIPTION}" + (f"\n  {'':<16} options: " + ", ".join(
-        f"{key}={value!r}" for key, value in cls.OPTIONS.items()) if cls.OPTIONS else "")
+        f"{key}={_short(value)}" for key, value in cls.OPTIONS.items()) if cls.OPTIONS else "")
         for name, cls in databases.items())
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_builder",

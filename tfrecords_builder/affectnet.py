@@ -135,8 +135,8 @@ class AffectNet(Builder):
             if box is None or not all(math.isfinite(v) for v in box) or box[2] <= 1 or box[3] <= 1:
                 raise Skip(Reason.BAD_LANDMARKS, "neither 68 landmarks (136 numbers joined by ';') nor a "
                                                  f"face box: landmarks {row[5][:40]!r}, box {row[1:5]}", **where)
-        key = self.relative(image)
-        return Item(split=self._split(released, key), key=key, file=file, line=line,
+        # Held out by the listed path, so every copy of the release (compressed or not) splits the same way.
+        return Item(split=self._split(released, row[0].strip()), key=self.relative(image), file=file, line=line,
                     data={"expr": int(codes[code]), "va": va, "points": points, "box": box})
 
     def _check_code(self, code: int, va, n_codes: int, where: dict) -> None:
@@ -163,9 +163,8 @@ class AffectNet(Builder):
             for image_id in sorted(set(pictured) - labelled):
                 yield Skip(Reason.NO_LABEL, f"image without {image_id}_exp.npy", self.relative(pictured[image_id]))
             for image_id in sorted(labelled & set(pictured)):
-                key = self.relative(pictured[image_id])
-                yield Item(split=self._split(released, key), key=key, file=self.relative(annotations /
-                                                                                         f"{image_id}_exp.npy"),
+                yield Item(split=self._split(released, image_id), key=self.relative(pictured[image_id]),
+                           file=self.relative(annotations / f"{image_id}_exp.npy"),
                            data={"annotations": self.relative(annotations), "id": image_id})
 
     def _newer_labels(self, item: Item) -> dict:

@@ -54,42 +54,40 @@ class RafDb(Builder):
         label_file, image_dir = part / LABEL_FILE, part / "Image" / faces
         if not image_dir.is_dir():
             raise self.layout_error(f"no image folder {image_dir}")
-        for line_number, line in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = {"file": self.relative(label_file), "line": line_number}
-            if len(fields) != 2:
-                yield Skip(Reason.BAD_ROW, f"{len(fields)} fields in {line!r}; expected '<name>.jpg <code>'",
-                           **where)
-                continue
-            name, code = fields
-            listed_name = name
-            if not name.startswith(("train_", "test_")):
-                yield Skip(Reason.BAD_ROW, f"image name {name!r} starts with neither train_ nor test_", **where)
+        for line, text in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
+            if not text.strip():
                 continue
             try:
-                code = int(code)
-            except ValueError:
-                yield Skip(Reason.BAD_ROW, f"label {code!r} is not an integer", **where)
-                continue
-            if not 1 <= code <= self._num_codes():
-                yield Skip(Reason.LABEL_OUT_OF_RANGE, f"label {code} outside 1..{self._num_codes()}", **where)
-                continue
-            if faces == "aligned":
-                stem, dot, extension = name.rpartition(".")
-                name = f"{stem}_aligned.{extension}" if dot else f"{name}_aligned"
-            try:
-                image = resolve_in_root(image_dir, name, **where)
-            except Skip as skip:
+                yield self._parse_row(text, image_dir, file=self.relative(label_file), line=line)
+            except Skip as skip:  # an unusable row: counted with its line, and the build goes on
                 yield skip
-                continue
-            if listed_name.startswith("test_"):
-                split = "test"
-            else:
-                split = ("validation" if holdout(listed_name, self.options["validation_fraction"], self.options["seed"])
-                         else "train")
-            yield Item(split=split, key=self.relative(image), data={"code": code}, **where)
+
+    def _parse_row(self, text: str, image_dir, file: str, line: int) -> Item:
+        """One `train_00001.jpg 5` line -> an Item, or Skip naming what was expected."""
+        where = {"file": file, "line": line}
+        fields = text.split()
+        if len(fields) != 2:
+            raise Skip(Reason.BAD_ROW, f"{len(fields)} fields in {text!r}; expected '<name>.jpg <code>'", **where)
+        name, code = fields
+        if not name.startswith(("train_", "test_")):
+            raise Skip(Reason.BAD_ROW, f"image name {name!r} starts with neither train_ nor test_", **where)
+        try:
+            code = int(code)
+        except ValueError:
+            raise Skip(Reason.BAD_ROW, f"label {code!r} is not an integer", **where) from None
+        if not 1 <= code <= self._num_codes():
+            raise Skip(Reason.LABEL_OUT_OF_RANGE, f"label {code} outside 1..{self._num_codes()}", **where)
+        file_name = name
+        if self.options["faces"] == "aligned":  # train_00001.jpg -> train_00001_aligned.jpg
+            stem, dot, extension = name.rpartition(".")
+            file_name = f"{stem}_aligned.{extension}" if dot else f"{name}_aligned"
+        image = resolve_in_root(image_dir, file_name, **where)
+        if name.startswith("test_"):
+            split = "test"
+        else:  # RAF-DB has no subject ids: the held-out validation images are chosen by name
+            held_out = holdout(name, self.options["validation_fraction"], self.options["seed"])
+            split = "validation" if held_out else "train"
+        return Item(split=split, key=self.relative(image), data={"code": code}, **where)
 
     def examples(self, item: Item):
         image = self.read_image(self.root / item.key, item)

@@ -1,8 +1,8 @@
 """The one build engine: list a builder's items, shard them, turn them into examples (in a process pool),
 write the shards atomically, resume, and account for every skipped input in `manifest.json`.
 
-Determinism: items are sorted by key within their split and cut into contiguous shards; workers return results
-in item order (`imap`), so the bytes of every shard depend on the input and the arguments only, never on
+Determinism: items are sorted by key within their split and cut into contiguous shards; results come back in
+item order whatever the number of workers, and the parent encodes them with sorted feature keys, so the bytes of every shard depend on the input and the arguments only, never on
 `workers`. Resume: each finished shard leaves a small state file (fingerprint of its items and of the arguments,
 its sha256, counts and skips) under `<out>/.shards/`; a rerun keeps a shard whose file still has that checksum.
 """
@@ -42,9 +42,10 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
           shards: int | None = None, frame_stride: int = 1, progress: bool = True, **builder_options) -> dict:
     """Build the TFRecords of one database; returns the manifest (also written to `<out>/manifest.json`).
 
-    `database` is a name in `tfrecords_builder.DATABASES` (or a `Builder` subclass); `root` the folder the user downloaded; `shards` the
-    number of shards per split (default: one per `ITEMS_PER_SHARD` items); `strict` turns any skip into a
-    `BuildError`; other keyword arguments are the builder's own options (`Builder.OPTIONS`).
+    `database` is a name in `tfrecords_builder.DATABASES` (or a `Builder` subclass); `root` the folder the user
+    downloaded; `shards` the number of shards per split (default: one per `ITEMS_PER_SHARD` items); `strict`
+    turns any skip into a `BuildError`; other keyword arguments are the builder's own options (`Builder.OPTIONS`).
+    Call it under `if __name__ == "__main__":` in scripts when `workers > 1` (spawned workers re-import `__main__`).
     """
     stop_after = builder_options.pop("_stop_after_shards", None)
     builder_class = database if isinstance(database, type) else get_builder(database)
@@ -54,13 +55,15 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
     out = Path(out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
-    items, listing_skips = _list(builder, strict)
+    items, listing_skips = _list(builder, strict, progress)
     arguments = {"root": str(builder.root.resolve()), "image_size": builder.image_size,
                  "frame_stride": builder.frame_stride, "shards": shards, "strict": strict, "workers": workers,
                  "options": builder.options}
     plan = _plan(builder, items, shards)
     resumed = [shard for shard in plan if _is_complete(out, shard)]
     pending = [shard for shard in plan if "state" not in shard]
+    if pending:  # a manifest must never describe shards that are being rewritten
+        (out / MANIFEST).unlink(missing_ok=True)
 
     import tensorflow  # noqa: F401  - loaded before the bars start, so they time the work, not the import
 
@@ -82,10 +85,15 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
 
 
 # --- listing and planning --------------------------------------------------------------------------------------
-def _list(builder: Builder, strict: bool) -> tuple[dict[str, list[Item]], list[dict]]:
+def _list(builder: Builder, strict: bool, progress: bool) -> tuple[dict[str, list[Item]], list[dict]]:
     items: dict[str, list[Item]] = {split: [] for split in SPLITS}
     skips, seen = [], set()
-    for entry in builder.list_items():
+    entries = builder.list_items()
+    if progress:
+        from tqdm import tqdm
+
+        entries = tqdm(entries, desc=f"{builder.NAME} annotations", unit="row", file=sys.stderr)
+    for entry in entries:
         if isinstance(entry, Skip):
             skips.append(entry.record(split=None, sample_id=None))
         elif entry.key in seen:
@@ -113,7 +121,8 @@ def _plan(builder: Builder, items: dict[str, list[Item]], shards: int | None) ->
             chunk = split_items[index * len(split_items) // count:(index + 1) * len(split_items) // count]
             name = f"{builder.NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
             fingerprint = hashlib.sha256(json.dumps({
-                "builder": builder.NAME, "version": builder.VERSION, "image_size": builder.image_size,
+                "builder": builder.NAME, "version": builder.VERSION, "jpeg_quality": builder.JPEG_QUALITY,
+                "image_size": builder.image_size,
                 "frame_stride": builder.frame_stride, "options": builder.options, "shard": name,
                 "items": [asdict(item) for item in chunk]}, sort_keys=True, default=str).encode()).hexdigest()
             plan.append({"split": split, "file": name, "items": chunk, "fingerprint": fingerprint})
@@ -175,14 +184,6 @@ def process_item(builder: Builder, item: Item) -> list[tuple]:
         results.append(skip_record(Skip(UNEXPECTED_ERROR, f"{type(error).__name__}: {error} "
                                                           f"(at {Path(where.filename).name}:{where.lineno})")))
     return results
-
-
-def serialize(sample) -> bytes:
-    """`encode_example` with the feature map in sorted key order: protobuf serializes map fields in an order
-    that varies between processes, and shards must not."""
-    from tensorflow.core.example.example_pb2 import Example
-
-    return Example.FromString(encode_example(sample)).SerializeToString(deterministic=True)
 
 
 _WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
@@ -260,7 +261,7 @@ def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
         for _ in shard["items"]:
             for result in next(results):
                 if result[0] == "sample":
-                    writer.write(serialize(result[1]))
+                    writer.write(encode_example(result[1]))
                     labels.add(_label_summary(result[1]))
                     count += 1
                 else:
