@@ -3,7 +3,7 @@
     python benchmarks/inference.py                      # the `paper` preset (96x96 VGG-FACE, 50.5 M params)
     python benchmarks/inference.py --run-dir runs/demo  # a trained run instead of random weights
 
-Measures batch-1 latency (median) and batch-64 throughput of Keras, the SavedModel, each TFLite variant and ONNX
+Measures batch-1 latency (best of N) and batch-64 throughput of Keras, the SavedModel, each TFLite variant and ONNX
 Runtime, the file sizes, and each format's agreement with Keras (expression argmax, max |dVA|, max |dAU prob|) on
 held-out images: the run's validation records with --run-dir, else smooth random images. Target: dynamic-range
 TFLite >= 3x faster than fp32 TFLite at batch 1 with >= 99% expression argmax agreement.
@@ -32,7 +32,8 @@ def smooth_images(count: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def timed(fn, images, batch: int, repeats: int) -> float:
-    """Median seconds of fn on one batch of `batch` images, after one warm-up call."""
+    """Best-of-`repeats` seconds of fn on one batch of `batch` images, after one warm-up call (the minimum: on a
+    shared machine the other processes only ever add time)."""
     x = images[np.arange(batch) % len(images)]
     fn(x)
     times = []
@@ -40,7 +41,7 @@ def timed(fn, images, batch: int, repeats: int) -> float:
         started = time.perf_counter()
         fn(x)
         times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    return float(np.min(times))
 
 
 def main(argv=None):
@@ -91,7 +92,7 @@ def main(argv=None):
         rows.append((name, size_mb, b1 * 1e3, 64 / b64, agreement))
         print(f"  {name}: {b1 * 1e3:.1f} ms b1, {64 / b64:.1f} img/s b64", flush=True)
 
-    measure("keras", lambda x: {k: np.asarray(v) for k, v in model(x, training=False).items()}, None,
+    measure("keras", lambda x: {k: np.asarray(v) for k, v in model.predict_on_batch(x).items()}, None,
             bytes_=export._parameter_bytes(model))
     version_dir = export.save_savedmodel(model, out / "fbnet" / "1")
     measure("savedmodel", export.savedmodel_runner(version_dir), version_dir)
@@ -114,11 +115,17 @@ def main(argv=None):
             print(f"ONNX skipped: {error}")
 
     print(f"\n{'format':<16} {'size MB':>8} {'b1 ms':>8} {'b64 img/s':>10} {'argmax agree':>12} {'max|dVA|':>9} "
-          f"{'max|dAU|':>9}")
-    print("-" * 78)
+          f"{'max|dAU|':>9} {'max|dEXPR|':>10}")
+    print("-" * 89)
     for name, size_mb, b1, b64, agreement in rows:
         print(f"{name:<16} {size_mb:8.1f} {b1:8.1f} {b64:10.1f} {agreement['expression_argmax_agreement']:12.3f} "
-              f"{agreement['max_abs_d_va']:9.2e} {agreement['max_abs_d_au_prob']:9.2e}")
+              f"{agreement['max_abs_d_va']:9.2e} {agreement['max_abs_d_au_prob']:9.2e} "
+              f"{agreement['max_abs_d_expression']:10.2e}")
+    # Argmax agreement only means something when the reference's top two expressions are further apart than the
+    # conversion error; an untrained model's near-uniform probabilities make it a coin toss.
+    top2 = np.sort(reference["expression"], axis=1)[:, -2:]
+    print(f"\nreference expression top-2 margin: median {np.median(top2[:, 1] - top2[:, 0]):.2e}, "
+          f"max probability median {np.median(top2[:, 1]):.3f}")
     by_name = {row[0]: row for row in rows}
     speedup = by_name["tflite_fp32"][2] / by_name["tflite_dynamic"][2]
     agreement = by_name["tflite_dynamic"][4]["expression_argmax_agreement"]

@@ -123,15 +123,16 @@ def stream_batch_sizes(sizes: Mapping[str, int], batch_size: int) -> dict[str, i
     total = sum(present.values())
     exact = {s: batch_size * n / total for s, n in present.items()}
     shares = {s: max(1, math.floor(x)) for s, x in exact.items()}
-    # Hand the rounding leftovers to the largest remainders, or take the excess from the smallest.
+    # Hand the rounding leftovers to the largest remainders; when the minimum of 1 overshoots, take the excess
+    # from the streams most above their exact share (never below 1).
     order = sorted(present, key=lambda s: exact[s] - math.floor(exact[s]), reverse=True)
     i = 0
     while sum(shares.values()) < batch_size:
         shares[order[i % len(order)]] += 1
         i += 1
     while sum(shares.values()) > batch_size:
-        biggest = max(shares, key=lambda s: shares[s] - exact[s])
-        shares[biggest] -= 1
+        most_above = max((s for s in shares if shares[s] > 1), key=lambda s: shares[s] - exact[s])
+        shares[most_above] -= 1
     return shares
 
 
@@ -184,14 +185,15 @@ def colour_jitter(images, seed):
     brightness = tf.random.stateless_uniform([n, 1, 1], seeds[0], -BRIGHTNESS, BRIGHTNESS)
     contrast = tf.random.stateless_uniform([n, 1, 1], seeds[1], *CONTRAST)
     saturation = tf.random.stateless_uniform([n, 1, 1], seeds[2], *SATURATION)
-    # saturation: x -> s x + (1 - s) (luma . x) 1, as a row-vector matrix M [B,3,3]
+    # saturation: x -> s x + (1 - s) (luma . x) 1, as a matrix M [B,3,3] acting on row vectors
     blend = saturation * tf.eye(3) + (1.0 - saturation) * tf.constant(_LUMA)[:, None] * tf.ones([1, 3])
-    pixels = tf.reshape(images, [n, -1, 3])
-    mean = tf.reduce_mean(pixels, axis=1, keepdims=True)  # [B,1,3]
+    mean = tf.reduce_mean(images, axis=[1, 2])[:, None, :]  # [B,1,3]
     # M (c x + (1 - c) mean + b) = x (c M) + ((1 - c) mean + b) M
-    offset = tf.matmul((1.0 - contrast) * mean + brightness, blend)
-    pixels = tf.matmul(pixels, contrast * blend) + offset
-    return tf.reshape(tf.clip_by_value(pixels, 0.0, 255.0), tf.shape(images))
+    offset = tf.matmul((1.0 - contrast) * mean + brightness, blend)[:, None]  # [B,1,1,3]
+    matrix = (contrast * blend)[:, None, None]  # [B,1,1,3,3]
+    # A broadcast multiply-and-sum rather than a matmul with K=3: XLA fuses it into the same pass as the clip.
+    pixels = tf.reduce_sum(images[..., :, None] * matrix, axis=-2) + offset
+    return tf.clip_by_value(pixels, 0.0, 255.0)
 
 
 def _has_label(stream: str, features) -> tf.Tensor:
@@ -234,7 +236,7 @@ def _parse(serialized):
 # ---------------------------------------------------------------- datasets
 
 def _as_list(record_dirs) -> list[str]:
-    return [record_dirs] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
+    return [str(record_dirs)] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
 
 
 def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: bool):
@@ -247,12 +249,16 @@ def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: b
 
 
 def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, deterministic, seed, input_context):
+    """One stream's endless batches: its records (this worker's shard) filtered when `select`, shuffled, repeated,
+    decoded and cropped (flipped when augmenting), with only this stream's labels."""
     stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
     shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
+    shard_records = input_context is not None and not shard_files
     if shard_files:
         files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic)
-    if input_context is not None and not shard_files:
+    # Record-level sharding needs every worker to see the records in the same order (same seed, ordered reads).
+    ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic or shard_records)
+    if shard_records:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     # Select on the label features alone (only where some records lack this stream's label) and shuffle the
     # serialized records: the full parse happens once, in the same map as the decode.
@@ -276,8 +282,8 @@ def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, 
 
 @tf.function(jit_compile=True)
 def _concat_and_jitter(images: Sequence[tf.Tensor], seed):
-    # XLA fuses the concatenation and the jitter into about two passes over the pixels (2-3x less CPU than the
-    # plain graph on this machine).
+    # XLA fuses the concatenation and the jitter into a couple of passes over the pixels (about 3x less CPU than
+    # the plain graph on this machine).
     return colour_jitter(tf.concat(images, axis=0), seed)
 
 
@@ -386,11 +392,12 @@ def evaluation_dataset(record_dir: str, *, split: str, image_size: int, batch_si
     """One database split in record order: `(images, fields)` with every label, id and extra feature.
 
     `fields` holds `source`, `split`, `sample_id`, `subject` (strings), `expr`, `va`, `va_mask`, `au`, `au_mask`,
-    `au_intensity`, `compound`, plus any feature a builder added (e.g. a clip id). Unlabelled images included.
+    `au_intensity`, `compound`, `attributes`, `attributes_mask`, plus any feature a builder added (e.g. a clip id).
+    Unlabelled images included.
     """
     files = _split_files([str(record_dir)], split)
     spec = {**feature_spec(), **_extra_feature_spec(files)}
-    drop = ("image/encoded", "image/height", "image/width", "attributes", "attributes_mask")
+    drop = ("image/encoded", "image/height", "image/width")
 
     def to_example(serialized):
         features = tf.io.parse_single_example(serialized, spec)

@@ -65,7 +65,8 @@ def predict_records(model, record_dir: str, split: str, *, batch_size: int = 64)
     """Run `model` over one split of one record directory: the records' fields and the model's outputs, numpy.
 
     Returns {field: [N, ...]} with the label and id fields of `evaluation_dataset` (strings decoded) plus
-    `pred_<output>` for each output of the model (`valence_arousal`, `expression`, `action_units`).
+    `pred_<output>` for each output of the model (`valence_arousal`, `expression`, `action_units`); {} when the
+    split is empty.
     """
     image_size = int(model.input_shape[1])
     dataset = evaluation_dataset(record_dir, split=split, image_size=image_size, batch_size=batch_size)
@@ -78,6 +79,8 @@ def predict_records(model, record_dir: str, split: str, *, batch_size: int = 64)
             parts.setdefault(key, []).append(value.numpy())
         for key, value in outputs.items():
             parts.setdefault(f"pred_{key}", []).append(np.asarray(value))
+    if not parts:
+        return {}
     collected = {key: np.concatenate(values) for key, values in parts.items()}
     for key, value in collected.items():
         if value.dtype == object:
@@ -226,6 +229,8 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
             continue
         splits[str(record_dir)] = chosen
         collected = predict_records(model, record_dir, chosen, batch_size=batch_size)
+        if not collected:
+            continue
         keys = np.array([database_key(s) for s in collected["source"]])
         for key in np.unique(keys):
             by_database.setdefault(str(key), []).append(_subset(collected, keys == key))
@@ -244,14 +249,6 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
     return report
 
 
-def _config_record_dirs(config) -> list[str]:
-    data = getattr(config, "data", None)
-    if data is None and isinstance(config, dict):
-        data = config.get("data", {})
-    dirs = getattr(data, "record_dirs", None) if not isinstance(data, dict) else data.get("record_dirs")
-    return list(dirs or [])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fbnet_tf.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fbnet_tf import runs
 
-    data_dirs = args.data or _config_record_dirs(runs.load_config(args.run_dir))
+    data_dirs = args.data or list(runs.load_config(args.run_dir).data.record_dirs)
     if not data_dirs:
         parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
     model = runs.load_inference_model(args.run_dir)

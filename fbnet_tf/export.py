@@ -15,7 +15,9 @@ SavedModel signatures:
                    expression [N,7], action_units [N,17]  (resize and normalisation inside the graph)
   preprocessed     image: float32 [N, S, S, 3] RGB 0..255 at the model's input size -> the same outputs
   labels           () -> expression [7], action_units [17], valence_arousal [2] names (strings)
-The TFLite and ONNX files hold the `preprocessed` signature (fixed size input; resize before calling them).
+The TFLite and ONNX files hold the `preprocessed` function (signature `serving_default`, input `image` float32
+[N, S, S, 3], the same named outputs; resize crops to S before calling them; int8 TFLite takes uint8 input).
+The SavedModel is always written: it is the reference every other file is checked against.
 """
 from __future__ import annotations
 
@@ -263,7 +265,7 @@ def savedmodel_runner(version_dir):
 def tflite_runner(path, num_threads: int | None = None):
     """fn(float32 [N,S,S,3]) -> dict of numpy outputs through a .tflite file (the `preprocessed` function).
 
-    Handles quantised (uint8/int8) inputs and outputs with their scale and zero point.
+    Handles quantised (uint8/int8) inputs and outputs with their scale and zero point; `fn.input_size` is S.
     """
     import tensorflow as tf
 
@@ -287,11 +289,12 @@ def tflite_runner(path, num_threads: int | None = None):
             result[key] = (value.astype(np.float32) - zero) * scale if value.dtype != np.float32 else value
         return result
 
+    run.input_size = int(in_detail["shape"][1])
     return run
 
 
 def onnx_runner(path, num_threads: int | None = None):
-    """fn(float32 [N,S,S,3]) -> dict of numpy outputs through ONNX Runtime."""
+    """fn(float32 [N,S,S,3]) -> dict of numpy outputs through ONNX Runtime; `fn.input_size` is S."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -305,6 +308,7 @@ def onnx_runner(path, num_threads: int | None = None):
         values = session.run(names, {input_name: np.asarray(images, np.float32)})
         return {_output_key(name): value for name, value in zip(names, values)}
 
+    run.input_size = int(session.get_inputs()[0].shape[1])
     return run
 
 

@@ -42,7 +42,7 @@ def plot_confusion_matrix(matrix, path, title: str = "") -> str:
 
 
 def plot_va_histogram(va_true, va_pred, path, title: str = "") -> str:
-    """2-D histograms (log counts) of truth vs prediction, a panel for valence and one for arousal, with the diagonal."""
+    """2-D histograms (log counts) of truth vs prediction, one panel each for valence and arousal, with the diagonal."""
     va_true, va_pred = np.asarray(va_true).reshape(-1, 2), np.asarray(va_pred).reshape(-1, 2)
     figure = Figure(figsize=(10, 4.5))
     for column, name in enumerate(VA_NAMES):

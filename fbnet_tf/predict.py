@@ -71,15 +71,10 @@ class _Model:
                 **{export.SERVING_INPUT: tf.constant(crops)}).items()}
             self.path = savedmodel
             return
-        if path.suffix == ".tflite":
-            self.kind, runner = "tflite", export.tflite_runner(path)
-            self.size = _tflite_input_size(path)
-        elif path.suffix == ".onnx":
-            self.kind, runner = "onnx", export.onnx_runner(path)
-            import onnxruntime as ort
-
-            shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
-            self.size = int(shape[1])
+        if path.suffix in (".tflite", ".onnx"):
+            self.kind = path.suffix[1:]
+            runner = export.tflite_runner(path) if self.kind == "tflite" else export.onnx_runner(path)
+            self.size = runner.input_size
         else:
             self.kind = "keras"
             model = export.load_model(path)
@@ -104,17 +99,6 @@ def _savedmodel_dir(path: Path) -> Path | None:
     versions = [p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()] \
         if path.is_dir() else []
     return max(versions, key=lambda p: int(p.name)) if versions else None
-
-
-def _tflite_input_size(path) -> int:
-    import warnings
-
-    import tensorflow as tf
-
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    return int(interpreter.get_input_details()[0]["shape"][1])
 
 
 # ---------------------------------------------------------------- frames

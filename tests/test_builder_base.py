@@ -228,3 +228,132 @@ def test_a_build_killed_for_real_resumes_to_identical_shards(tmp_path, monkeypat
     for shard in reference["splits"]["train"]["shards"]:
         assert (out / shard["file"]).read_bytes() == (tmp_path / "reference" / shard["file"]).read_bytes()
     assert not list(out.glob(".*.tmp"))  # the half-written shard of the killed run is gone
+
+
+# --- helpers a builder shares (one place each) ------------------------------------------------------------------
+def test_split_of_nests_the_holdouts_on_one_hash():
+    import hashlib
+
+    from tfrecords_builder.base import key_rank, split_of
+
+    keys = [f"subject{i}" for i in range(20000)]
+    splits = [split_of(k, 0.15, 0.15, seed=5) for k in keys]
+    for name, fraction in (("test", 0.15), ("validation", 0.15), ("train", 0.70)):
+        assert abs(splits.count(name) / len(keys) - fraction) < 0.01
+    for key, split in zip(keys[:200], splits):  # against the hash computed here
+        rank = int.from_bytes(hashlib.sha256(f"5:{key}".encode()).digest()[:8], "big") / 2.0 ** 64
+        assert key_rank(key, 5) == rank
+        assert split == ("test" if rank < 0.15 else "validation" if rank < 0.30 else "train")
+    # No test fraction: the 85/15 division of a released training set, exactly `holdout`.
+    assert all((split_of(k, 0.15, seed=5) == "validation") == holdout(k, 0.15, seed=5) for k in keys)
+    assert split_of("x", 0.0, 0.0) == "train" and split_of("x", 0.0, 1.0) == "test"
+
+
+def test_skip_count_is_pickled_and_summed_in_the_manifest(squares, tmp_path):
+    import pickle
+
+    skip = pickle.loads(pickle.dumps(Skip(Reason.NO_LABEL, "frames 3-7", "a.txt", 2, count=5)))
+    assert (skip.reason, skip.file, skip.line, skip.count) == (Reason.NO_LABEL, "a.txt", 2, 5)
+    assert skip.record()["count"] == 5 and Skip(Reason.BAD_ROW, "x").record()["count"] == 1
+
+    class RunSquares(Squares):
+        def examples(self, item):
+            if item.key == "clipA":  # frames 0..2 have no label: one record standing for three frames
+                yield Skip(Reason.NO_LABEL, "frames 0-2 (3 frames) are not annotated", count=3)
+                return
+            yield from super().examples(item)
+
+    manifest = build(RunSquares, squares, tmp_path / "out", image_size=16, progress=False)
+    assert [(r["sample_id"], r["count"]) for r in manifest["skipped"]] == [("clipA", 3)]
+    assert manifest["skipped_by_reason"] == {"no_label": 3}
+    assert manifest["splits"]["train"]["skipped"] == 3 and manifest["splits"]["train"]["count"] == 7
+    assert "no_label                        3" in tfrecords_builder.format_summary(manifest)
+
+
+def test_manifest_extra_lands_in_manifest_json(squares, tmp_path):
+    class Described(Squares):
+        def manifest_extra(self):
+            return {"value_names": ["zero", "one"]}
+
+    manifest = build(Described, squares, tmp_path / "out", image_size=16, progress=False)
+    assert manifest["extra"] == {"value_names": ["zero", "one"]}
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["extra"] == manifest["extra"]
+    assert build(Squares, squares, tmp_path / "plain", image_size=16, progress=False)["extra"] == {}
+
+
+def test_video_frames_start_and_a_video_that_yields_no_frame(tmp_path, squares):
+    write_video(tmp_path / "clip.avi")
+    builder = Squares(squares, frame_stride=3)
+    item = Item(split="train", key="clip", file="labels.txt", line=4)
+    assert [i for i, _ in builder.video_frames(tmp_path / "clip.avi", item, start=2)] == [2, 5, 8]
+    with pytest.raises(Skip) as skip:  # opened, but nothing from frame 12 on: not silently empty
+        list(builder.video_frames(tmp_path / "clip.avi", item, start=12))
+    assert (skip.value.reason, skip.value.file) == (Reason.UNREADABLE_VIDEO, "labels.txt")
+    assert "has 10 frames, none from frame 12 on" in skip.value.message
+
+
+def test_detect_frame_returns_the_crop_or_the_skip_of_that_frame(squares):
+    from skimage.data import astronaut
+
+    builder = Squares(squares, image_size=32)
+    item = Item(split="train", key="clip", file="videos/clip.avi")
+    crop = builder.detect_frame(astronaut(), item, 4, video="videos/clip.avi")
+    assert isinstance(crop, np.ndarray) and crop.shape == (32, 32, 3)
+    blank = np.full((120, 160, 3), 90, np.uint8)
+    skip = builder.detect_frame(blank, item, 4, video="videos/clip.avi")
+    assert (skip.reason, skip.file, skip.line) == (Reason.NO_FACE, "videos/clip.avi", 5)  # line = 1-based frame
+    assert "videos/clip.avi frame 4" in skip.message
+    listed = Item(split="train", key="rec", file="rec.eaf")  # no video: the item's own file, no line
+    skip = builder.detect_frame(blank, listed, 4, what="rec.avi frame 4")
+    assert (skip.file, skip.line) == ("rec.eaf", None) and "rec.avi frame 4" in skip.message
+
+
+def test_paths_options_lines_and_digests(tmp_path, squares):
+    import hashlib
+
+    from tfrecords_builder.base import file_digest
+
+    class Options(Squares):
+        OPTIONS = {"fail_on": "", "camera": "left", "images": "images", "table": "t.csv"}
+
+    builder = Options(squares, camera="both", table=str(tmp_path / "t.csv"))
+    assert builder.relative_or_name(squares / "a" / "b.jpg") == "a/b.jpg"
+    assert builder.relative_or_name(tmp_path / "elsewhere" / "b.jpg") == "b.jpg"
+    assert builder.relative_or_name(tmp_path / "x" / "b.jpg", "x/b.jpg") == "x/b.jpg"
+    assert builder.option_choice("camera", ("left", "right", "both")) == "both"
+    with pytest.raises(ValueError, match=r"option camera='both'; expected left or right"):
+        builder.option_choice("camera", ("left", "right"))
+    with pytest.raises(tfrecords_builder.LayoutError, match=r"option images='images': .* is not a folder"):
+        builder.option_path("images", folder=True)
+    (squares / "images").mkdir()
+    assert builder.option_path("images", folder=True) == squares / "images"
+    with pytest.raises(tfrecords_builder.LayoutError, match="is not an existing file"):
+        builder.option_path("table")
+    (tmp_path / "t.csv").write_text("URL\n")
+    assert builder.option_path("table") == tmp_path / "t.csv"  # absolute: not under the root
+    (squares / "values.txt").write_text("0.5\n-0.25\n\n  \n")
+    assert builder.read_lines("values.txt") == ["0.5", "-0.25"]
+    with pytest.raises(Skip) as skip:
+        builder.read_lines("absent.txt")
+    assert (skip.value.reason, skip.value.file) == (Reason.MISSING_FILE, "absent.txt")
+    assert file_digest(squares / "values.txt") == hashlib.sha256(b"0.5\n-0.25\n\n  \n").hexdigest()
+
+
+def test_frames_past_end_counts_the_labelled_frames_the_stride_keeps(squares):
+    builder = Squares(squares, frame_stride=2)
+    assert list(builder.frames_past_end(range(10), 9, "v.avi")) == []
+    (skip,) = builder.frames_past_end(range(10), 3, "v.avi")  # 0-based: 4..9, stride keeps 4, 6, 8
+    assert (skip.reason, skip.file, skip.count) == (Reason.MISSING_FILE, "v.avi", 3)
+    assert "3 labelled frames (4-8) are past the end of v.avi (last frame read: 3)" in skip.message
+    (skip,) = builder.frames_past_end({1, 2, 3, 4, 5, 6}, 3, "v.avi", first=1)  # 1-based: keeps 1, 3, 5
+    assert skip.count == 1 and "(5-5)" in skip.message
+
+
+def test_sample_accepts_label_lists_from_item_data(squares):
+    builder = Squares(squares, image_size=8)
+    item = Item(split="train", key="img0")
+    sample = builder.sample(item, np.zeros((8, 8, 3), np.uint8), au=[1] + [0] * 16, au_mask=[1.0] * 17,
+                            au_intensity=None, va=[0.5, -0.25], attributes=[0, 1] * 20)
+    assert sample.au.dtype == np.float32 and sample.au.tolist() == [1.0] + [0.0] * 16
+    assert sample.au_intensity is None and sample.va == (0.5, -0.25)
+    assert sample.attributes.shape == (40,) and sample.attributes.dtype == np.float32

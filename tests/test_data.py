@@ -114,6 +114,10 @@ def test_au_stream_with_mixed_au_sets_is_scanned(tmp_path):
     assert data.stream_sizes(record_dir) == {"va": 0, "au": 2, "expr": 1}
 
 
+def test_tiny_stream_keeps_one_row():
+    assert data.stream_batch_sizes({"va": 1_000_000, "au": 1, "expr": 1}, 3) == {"va": 1, "au": 1, "expr": 1}
+
+
 def test_empty_stream_gets_no_share():
     assert data.stream_batch_sizes({"va": 10, "au": 0, "expr": 30}, 8) == {"va": 2, "expr": 6}
 
@@ -181,6 +185,19 @@ def test_augmentation_stays_in_pixel_range_and_changes_images(three_streams):
     assert images.min() >= 0 and images.max() <= 255
     plain, _ = data.training_dataset(dirs, batch_size=13, image_size=IMAGE_SIZE, augment=False, deterministic=True)
     assert not np.allclose(images, take(plain, 1)[0][0])
+
+
+def test_colour_jitter_is_brightness_then_contrast_then_saturation():
+    images = np.random.default_rng(0).uniform(0, 255, (4, 6, 6, 3)).astype(np.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    b, c, s = (tf.random.stateless_uniform([4], seeds[i], lo, hi).numpy()[:, None, None, None]
+               for i, (lo, hi) in enumerate([(-data.BRIGHTNESS, data.BRIGHTNESS), data.CONTRAST, data.SATURATION]))
+    x = images + b  # step by step, in numpy
+    x = (x - x.mean(axis=(1, 2), keepdims=True)) * c + x.mean(axis=(1, 2), keepdims=True)
+    grey = (x * np.array([0.299, 0.587, 0.114])).sum(axis=-1, keepdims=True)
+    expected = np.clip((x - grey) * s + grey, 0, 255)
+    np.testing.assert_allclose(data.colour_jitter(tf.constant(images), seed).numpy(), expected, atol=1e-3)
 
 
 def test_input_context_halves_the_replica_batch_and_shards_workers(three_streams):
@@ -263,6 +280,8 @@ class MaskedLossModel(keras.Model):
                 + ops.sum(au) / ops.maximum(ops.sum(y["au_mask"]), 1.0))
 
 
+@pytest.mark.filterwarnings("ignore:`shuffle=True` was passed")  # Keras 3 says this for any tf.data input
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # and this at the end of finite validation data
 def test_model_fit_consumes_training_and_validation_datasets(three_streams, tmp_path):
     dirs, _ = three_streams
     validation = [sample(k, "affectnet", split="validation", va=(0.1, 0.2), expr=k % 7) for k in range(6)]

@@ -75,3 +75,20 @@ def test_the_disfa_builder_detects_the_rendered_faces(raw, tmp_path):
                                        progress=False)
     total = sum(split["count"] for split in manifest["splits"].values())
     assert total >= 0.9 * 2 * 12  # two subjects, 12 frames each; MTCNN must find nearly every face
+
+
+@pytest.mark.slow
+def test_prepare_renders_once_and_builds_once(tmp_path, capsys):
+    from fbnet_tf.demo import prepare
+
+    built = prepare(tmp_path, seed=3, scale="tiny", workers=1, image_size=48)
+    demo_builders = [d for d in tfrecords_builder.DATABASES if d.startswith(DATABASES)]
+    assert sorted(built) == sorted(demo_builders)
+    stamps = {d: (path / "manifest.json").stat().st_mtime_ns for d, path in built.items()}
+    raw_stamp = (tmp_path / "raw" / "demo_world.json").stat().st_mtime_ns
+    again = prepare(tmp_path, seed=3, scale="tiny", workers=1, image_size=48)
+    assert again == built
+    assert {d: (path / "manifest.json").stat().st_mtime_ns for d, path in again.items()} == stamps
+    assert (tmp_path / "raw" / "demo_world.json").stat().st_mtime_ns == raw_stamp
+    if "disfa" not in tfrecords_builder.DATABASES:
+        assert "no builder registered for 'disfa'" in capsys.readouterr().out

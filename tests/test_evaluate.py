@@ -120,6 +120,7 @@ def test_splits_default_to_test_else_validation(world):
                       "disfa": "test", "affwild2": "validation"}
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # sklearn, on random predictions
 def test_va_and_expression_metrics_match_sklearn(world):
     dbs, model, report, _ = world
     results = report["databases"]
@@ -209,8 +210,8 @@ def test_table_json_and_figures(world, capsys):
 
 
 def test_database_keys():
-    assert [ev.database_key(s) for s in ("BP4D+", "RAF-DB", "Aff-Wild2", "aff_wild", "EmotioNet")] == \
-        ["bp4dplus", "rafdb", "affwild2", "affwild", "emotionet"]
+    assert [ev.database_key(s) for s in ("BP4D+", "bp4d_plus", "RAF-DB", "Aff-Wild2", "aff_wild", "EmotioNet")] == \
+        ["bp4dplus", "bp4dplus", "rafdb", "affwild2", "affwild", "emotionet"]
 
 
 def test_command_line_uses_the_runs_record_dirs(world, tmp_path, capsys):
@@ -227,3 +228,18 @@ def test_command_line_uses_the_runs_record_dirs(world, tmp_path, capsys):
     assert set(saved["databases"]) == {"rafdb", "disfa"}
     assert saved["databases"]["rafdb"]["mean_diagonal"] == pytest.approx(report["databases"]["rafdb"]["mean_diagonal"])
     assert "RAF-DB" in capsys.readouterr().out
+
+
+def test_the_real_inference_model_evaluates(world):
+    """FaceBehaviorNet's own inference model (tiny preset, 32 px: the 14 px records are resized, then cropped)."""
+    from fbnet_tf import models
+
+    _, _, report, _ = world
+    record_root = os.path.dirname(next(iter(report["splits"])))
+    model = models.build_inference_model(config_lib.with_model_preset(config_lib.ExperimentConfig(), "tiny"))
+    results = ev.evaluate(model, [os.path.join(record_root, name) for name in ("affwild2", "afew")],
+                          verbose=False)["databases"]
+    assert results["affwild2"]["count"] == 40 and results["affwild2"]["au_count"] == 20
+    for key in ("ccc_valence", "ccc_arousal", "expr_f1", "au_f1", "abaw2020_expr", "abaw2020_au"):
+        assert -1.0 <= results["affwild2"][key] <= 1.0
+    assert 0.0 <= results["afew"]["clip_accuracy"] <= 1.0

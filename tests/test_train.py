@@ -69,6 +69,26 @@ def test_table2_rows_and_baselines_are_named_experiments():
     assert config.experiment("demo").model.preset == "small"
 
 
+def test_cli_resolves_experiment_file_and_overrides(tmp_path, capsys):
+    import yaml
+
+    from fbnet_tf import train
+
+    partial = tmp_path / "mine.yaml"
+    partial.write_text("trainer:\n  epochs: 7\n")
+    code = train.main(["--experiment", "distr_matching_affwild2", "--config", str(partial),
+                       "--set", "model.preset=tiny", "--set", "loss.coupling_weight=0.3", "--print-config"])
+    assert code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["loss"]["coupling"] == "distribution_matching" and printed["loss"]["relatedness"] == "affwild2"
+    assert printed["trainer"]["epochs"] == 7 and printed["model"]["image_size"] == 32
+    assert printed["loss"]["coupling_weight"] == 0.3
+    assert train.main(["--experiment", "no_coupling"]) == 1
+    assert "--run-dir is required" in capsys.readouterr().err
+    assert train.main(["--set", "trainer.epochz=1", "--run-dir", str(tmp_path / "r")]) == 1
+    assert "unknown key 'trainer.epochz'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ training (TF)
 
 S = 32

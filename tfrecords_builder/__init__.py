@@ -3,7 +3,7 @@
 `build("rafdb", root, out)` in Python, `python -m tfrecords_builder rafdb --root ... --out ...` on the command line.
 `DATABASES` maps each database name to its builder class.
 """
-from tfrecords_builder.base import Builder, Item, LayoutError, Reason, Skip, holdout  # noqa: F401
+from tfrecords_builder.base import Builder, Item, LayoutError, Reason, Skip, holdout, split_of  # noqa: F401
 from tfrecords_builder.writer import BuildError, build, format_summary  # noqa: F401
 
 

@@ -13,7 +13,7 @@ so frame predictions can be voted into clip accuracy.
 from __future__ import annotations
 
 from fbnet_tf.labels import expression_index
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout
+from tfrecords_builder.base import Builder, Item, Reason, Skip
 
 SETS = {"train_afew": "train", "val_afew": "test"}
 VIDEO_SUFFIXES = (".avi",)
@@ -55,24 +55,16 @@ class Afew(Builder):
                     if clip.suffix.lower() not in VIDEO_SUFFIXES or not clip.is_file():
                         yield Skip(Reason.BAD_ROW, "not a .avi clip", file=self.relative(clip))
                         continue
-                    split = SETS[set_name]
-                    if split == "train" and holdout(clip.stem, self.options["validation_fraction"],
-                                                    self.options["seed"]):
-                        split = "validation"
+                    split = SETS[set_name] if SETS[set_name] == "test" else self.seeded_split(clip.stem)
                     yield Item(split=split, key=clip.stem, data={"clip": self.relative(clip), "expr": expr},
                                file=self.relative(clip))
 
     def examples(self, item: Item):
-        clip, decoded = item.key, 0
+        clip = item.key
         for index, frame in self.video_frames(self.root / item.data["clip"], item):
-            decoded += 1
-            try:
-                crop = self.detect_and_align(frame, item, what=f"{item.data['clip']} frame {index}")
-            except Skip as skip:
-                skip.line = index + 1  # `line` of a video = its 1-based frame number
-                yield skip
+            crop = self.detect_frame(frame, item, index, video=item.data["clip"])
+            if isinstance(crop, Skip):
+                yield crop
                 continue
             yield self.sample(item, crop, sample_id=f"{clip}/{index:05d}", subject=clip, expr=item.data["expr"],
                               extra={"clip": clip})
-        if not decoded:  # OpenCV opened the file but decoded nothing: a corrupt clip must not vanish
-            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {item.data['clip']} could be decoded")

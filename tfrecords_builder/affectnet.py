@@ -21,7 +21,7 @@ import numpy as np
 
 from fbnet_tf import face
 from fbnet_tf.labels import expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 
 # Native expression codes, mapped to the canonical space by name (Contempt ... No-Face map to "no label").
 ORIGINAL_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
@@ -63,14 +63,10 @@ class AffectNet(Builder):
     OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True, "release": "auto"}
 
     def _split(self, released: str, key: str) -> str:
-        if released == "test":
-            return "test"
-        return "validation" if holdout(key, self.options["validation_fraction"], self.options["seed"]) else "train"
+        return "test" if released == "test" else self.seeded_split(key)
 
     def _release(self) -> str:
-        release = self.options["release"]
-        if release not in ("auto", "original", "newer"):
-            raise ValueError(f"affectnet: option release={release!r}; expected auto, original or newer")
+        release = self.option_choice("release", ("auto", "original", "newer"))
         has_original = any((self.root / LISTS / name).is_file() for name, _ in ORIGINAL_FILES)
         has_newer = any((self.root / folder / "annotations").is_dir() for folder, _ in NEWER_SETS)
         if release == "auto":
@@ -202,8 +198,7 @@ class AffectNet(Builder):
             crop = self.align_landmarks(image, labels["points"], item)
         else:
             crop = self.crop_box(image, labels["box"])
-        va = labels["va"]
-        yield self.sample(item, crop, expr=labels["expr"], va=None if va is None else tuple(va))
+        yield self.sample(item, crop, expr=labels["expr"], va=labels["va"])
 
     def crop_box(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """The square around a face box (x, y, w, h), resized: for rows without landmarks."""

@@ -12,16 +12,15 @@ videos are divided 85/15 into train/validation by video (subject-independent: on
 seeded hash of the video id (`validation_fraction`, `seed`).
 
 Skips: a frame whose label line is not a number or is outside [-1, 1] (`file`, `line` = that line), frames past
-the end of the label files (`no_label`, one record per video), labelled frames past the video's end
-(`missing_file`, one record per video), a frame without a face (`no_face`; `file` = the video, `line` = the
-1-based frame number).
+the end of the label files (`no_label`), labelled frames past the video's end (`missing_file`) - each one record
+per video whose `count` is its number of frames - and a frame without a face (`no_face`; `file` = the video,
+`line` = the 1-based frame number).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout
+from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
 DIMENSIONS = ("valence", "arousal")
@@ -77,12 +76,10 @@ class AffWild(Builder):
                     yield Skip(Reason.MISSING_FILE, f"no annotations/{set_name}/{absent[0]}/{video}.txt beside the "
                                                     f"{DIMENSIONS[1 - DIMENSIONS.index(absent[0])]} file", **where)
                     continue
-                split = "test" if set_name == "test" else (
-                    "validation" if holdout(video, self.options["validation_fraction"], self.options["seed"])
-                    else "train")
+                split = "test" if set_name == "test" else self.seeded_split(video)
                 yield Item(split=split, key=video, data={
                     "video": self.relative(videos[video]),
-                    **{d: [self.relative(files[d]), _digest(files[d])] for d in DIMENSIONS}}, **where)
+                    **{d: [self.relative(files[d]), file_digest(files[d])] for d in DIMENSIONS}}, **where)
 
     def _label_files(self, set_name: str, dimension: str) -> dict:
         folder = self.root / "annotations" / set_name / dimension
@@ -93,46 +90,34 @@ class AffWild(Builder):
         values, problems = {}, {}  # dimension -> [value per frame]; frame -> Skip of its first bad line
         for dimension in DIMENSIONS:
             file = item.data[dimension][0]
-            try:
-                lines = (self.root / file).read_text(errors="replace").splitlines()
-            except OSError as error:
-                raise Skip(Reason.MISSING_FILE, f"cannot read {file}: {error}", file) from None
-            while lines and not lines[-1].strip():
-                lines.pop()
             values[dimension] = []
-            for frame, line in enumerate(lines):
+            for frame, line in enumerate(self.read_lines(file)):
                 value = _parse_value(line)
                 if isinstance(value, Skip):
                     value.file, value.line = file, frame + 1
                     problems.setdefault(frame, value)
                 values[dimension].append(value)
         labelled = min(len(v) for v in values.values())
-        seen, unlabelled = [], []
+        unlabelled = []
         for index, image in self.video_frames(self.root / video, item):
-            seen.append(index)
+            last = index  # video_frames raises when there is no frame at all
             if index >= labelled:
                 unlabelled.append(index)
                 continue
             if index in problems:
                 yield problems[index]
                 continue
-            try:
-                crop = self.detect_and_align(image, item, what=f"{video} frame {index}")
-            except Skip as skip:
-                skip.file, skip.line = video, index + 1
-                yield skip
+            crop = self.detect_frame(image, item, index, video=video)
+            if isinstance(crop, Skip):
+                yield crop
                 continue
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.key,
                               va=(values["valence"][index], values["arousal"][index]))
-        if not seen:  # OpenCV opened the file but decoded nothing: a corrupt video must not vanish
-            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {video} could be decoded")
         if unlabelled:
             yield Skip(Reason.NO_LABEL, f"{len(unlabelled)} frames ({unlabelled[0]}-{unlabelled[-1]}) of {video} are "
-                                        f"past the end of its label files ({labelled} lines)", file=video)
-        beyond = [f for f in range(seen[-1] + 1, labelled) if f % self.frame_stride == 0]
-        if beyond:
-            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
-                                            f"end of {video} ({seen[-1] + 1} frames)", file=video)
+                                        f"past the end of its label files ({labelled} lines)", file=video,
+                       count=len(unlabelled))
+        yield from self.frames_past_end(range(labelled), last, video)
 
 
 def _parse_value(line: str):
@@ -144,8 +129,3 @@ def _parse_value(line: str):
     if not math.isfinite(value) or not -1.0 <= value <= 1.0:
         return Skip(Reason.LABEL_OUT_OF_RANGE, f"{value} outside [-1, 1]")
     return value
-
-
-def _digest(path) -> str:
-    """Content digest of a label file: part of the item, so an edited file invalidates resumed shards."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -21,21 +21,20 @@ with all its labels (no image is in two splits). `--frame-stride k` keeps frames
 
 Skips: a labelled frame without an image (the face detector found none) is counted as `missing_file`, and a
 frame every task marks "not annotated" as `no_label`, both as one record per run of consecutive frames (the
-message gives the frame range and count); images without any label row (and whole videos in no annotation
-file, e.g. the test set) are counted as `unlabelled_images`, one record per video; malformed rows and codes
-out of range are recorded per line, and only that task's label of the frame is dropped.
+message gives the frame range; the record's `count`, the run's length, is what the summary adds up); images
+without any label row (and whole videos in no annotation file, e.g. the test set) are counted as
+`unlabelled_images`, one record per video counting its images; malformed rows and codes out of range are
+recorded per line, and only that task's label of the frame is dropped.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_columns, expression_index, expression_map, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, resolve_in_root
 
 RELEASES = {  # release -> task -> accepted folder names
     "2020": {"va": ("VA_Set",), "expr": ("EXPR_Set",), "au": ("AU_Set",)},
@@ -102,13 +101,11 @@ class AffWild2(Builder):
                 count = sum(1 for name in os.listdir(folder) if _FRAME_IMAGE.match(name))
                 yield Skip("unlabelled_images", f"{count} images of video {folder.name}: the video is in no "
                                                 "annotation file (ABAW's test labels are not public)",
-                           file=self.relative(folder))
+                           file=self.relative(folder), count=max(1, count))
 
     def _find_release(self) -> tuple[str, dict]:
         """(release, {task: folder} or {split: multi-task file}) found under the root."""
-        wanted = self.options["release"]
-        if wanted not in ("auto", "2020", "2022", "mtl"):
-            raise ValueError(f"{self.NAME}: option release={wanted!r}; expected auto, 2020, 2022 or mtl")
+        wanted = self.option_choice("release", ("auto", "2020", "2022", "mtl"))
         places = [self.root, self.root / "annotations", self.root / "Annotations"]
         places += sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(IMAGES)) \
             if self.root.is_dir() else []
@@ -159,7 +156,7 @@ class AffWild2(Builder):
                         yield Skip(Reason.DUPLICATE, f"video {path.stem} is annotated twice for {task}; the first "
                                                      f"({entry['tasks'][task]['file']}) is kept", **where)
                         continue
-                    entry["tasks"][task] = {"file": where["file"], "sha256": _digest(path)}
+                    entry["tasks"][task] = {"file": where["file"], "sha256": file_digest(path)}
                     entry["splits"].add(split)
 
     def _list_multitask(self, files: dict, image_roots: list, videos: dict):
@@ -242,15 +239,16 @@ class AffWild2(Builder):
         for run in _runs(missing):
             (first, (file, line)), last = run[0], run[-1][0]
             yield Skip(Reason.MISSING_FILE, f"frames {first}-{last} ({len(run)} frames) of {video} are labelled but "
-                                            f"have no image {folder}/{first:05d}.jpg..{last:05d}.jpg", file, line)
+                                            f"have no image {folder}/{first:05d}.jpg..{last:05d}.jpg", file, line,
+                       count=len(run))
         for run in _runs(unannotated):
             (first, (file, line)), last = run[0], run[-1][0]
             yield Skip(Reason.NO_LABEL, f"frames {first}-{last} ({len(run)} frames) of {video}: every task marks "
-                                        "them not annotated (-5 / -1)", file, line)
+                                        "them not annotated (-5 / -1)", file, line, count=len(run))
         unlabelled = sorted(set(images) - set(frames))
         if unlabelled:
             yield Skip("unlabelled_images", f"{len(unlabelled)} images of video {video} have no label row "
-                                            f"(frames {_ranges(unlabelled)})", file=folder)
+                                            f"(frames {_ranges(unlabelled)})", file=folder, count=len(unlabelled))
 
     def _read_labels(self, item: Item, frames: dict):
         """Fill `frames` from the item's annotation rows; yield a Skip per malformed header or row."""
@@ -269,14 +267,11 @@ class AffWild2(Builder):
             return
         for task, source in sorted(item.data["tasks"].items()):
             file = source["file"]
-            path = self.root / file
             try:
-                lines = path.read_text(errors="replace").splitlines()
-            except OSError as error:
-                yield Skip(Reason.MISSING_FILE, f"cannot read {file}: {error}", file)
+                lines = self.read_lines(file)
+            except Skip as skip:
+                yield skip
                 continue
-            while lines and not lines[-1].strip():
-                lines.pop()
             try:
                 parse, table = _header(task, lines[0] if lines else "")
             except Skip as skip:
@@ -375,8 +370,3 @@ def _ranges(numbers: list[int], limit: int = 8) -> str:
     runs = _runs([(n, None) for n in numbers])
     text = [f"{r[0][0]}-{r[-1][0]}" if len(r) > 1 else f"{r[0][0]}" for r in runs[:limit]]
     return ", ".join(text) + (", ..." if len(runs) > limit else "")
-
-
-def _digest(path: Path) -> str:
-    """Content digest of an annotation file: part of the item, so an edited file invalidates resumed shards."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -42,21 +42,28 @@ class Reason:
 
 
 class Skip(Exception):
-    """An input that is left out, with where it came from. `raise` it to drop an item, `yield` it to record one."""
+    """An input that is left out, with where it came from. `raise` it to drop an item, `yield` it to record one.
 
-    def __init__(self, reason: str, message: str, file: str | os.PathLike | None = None, line: int | None = None):
+    `count` is how many inputs the record stands for: a run of N consecutive skipped frames is recorded once
+    (one message naming the range) and counted N times in `skipped_by_reason` and the summary.
+    """
+
+    def __init__(self, reason: str, message: str, file: str | os.PathLike | None = None, line: int | None = None,
+                 count: int = 1):
         super().__init__(f"{file or '?'}{f':{line}' if line else ''}: {reason}: {message}")
         self.reason = reason
         self.message = message
         self.file = None if file is None else str(file)
         self.line = line
+        self.count = int(count)
 
     def __reduce__(self):  # picklable across the process pool despite the custom constructor
-        return (Skip, (self.reason, self.message, self.file, self.line))
+        return (Skip, (self.reason, self.message, self.file, self.line, self.count))
 
     def record(self, **context) -> dict:
         """The JSON-able manifest entry."""
-        return {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message, **context}
+        return {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message,
+                "count": self.count, **context}
 
 
 class LayoutError(FileNotFoundError):
@@ -89,8 +96,31 @@ def holdout(key: str, fraction: float, seed: int = 0) -> bool:
     Use it for splits a database does not define: pass the subject id to keep the split subject-independent,
     or the sample id when the database has no subjects.
     """
+    return key_rank(key, seed) < fraction
+
+
+def split_of(key: str, validation_fraction: float, test_fraction: float = 0.0, seed: int = 0) -> str:
+    """"train", "validation" or "test" for a database that defines no split: nested holdouts on one hash, the
+    lowest `test_fraction` of keys test, the next `validation_fraction` validation, the rest train.
+
+    With `test_fraction=0` it is the 85/15 division of a released training set (`holdout` on `validation_fraction`).
+    """
+    if holdout(key, test_fraction, seed):
+        return "test"
+    return "validation" if holdout(key, test_fraction + validation_fraction, seed) else "train"
+
+
+def key_rank(key: str, seed: int = 0) -> float:
+    """The seeded hash of `key` as a number in [0, 1): what `holdout` and `split_of` threshold, and what a builder
+    sorts by to take an exact number of subjects per split (see disfa.py)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content: put it in an Item's `data` when `examples` reads that (annotation) file, so an
+    edited file invalidates the resumed shards that came from it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def resolve_in_root(root: Path, relative: str, file=None, line: int | None = None) -> Path:
@@ -136,7 +166,9 @@ def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iter
     """Lazily yield (frame index, RGB uint8 frame) for every `stride`-th frame of a video, from `start`.
 
     Frames are decoded one at a time (never the whole video in memory); skipped frames are grabbed, not decoded.
-    Raises Skip(MISSING_FILE / UNREADABLE_VIDEO) when the video cannot be opened.
+    Raises Skip(MISSING_FILE / UNREADABLE_VIDEO) when the video cannot be opened, and Skip(UNREADABLE_VIDEO) after
+    the last frame when it yielded none (OpenCV opened the file but decoded nothing: a corrupt video must not
+    vanish silently).
     """
     import cv2
 
@@ -146,7 +178,7 @@ def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iter
     try:
         if not capture.isOpened():
             raise Skip(Reason.UNREADABLE_VIDEO, f"OpenCV cannot open video {path}", file or path)
-        index = 0
+        index, yielded = 0, 0
         while True:
             wanted = index >= start and (index - start) % max(1, stride) == 0
             if not capture.grab():
@@ -155,10 +187,14 @@ def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iter
                 ok, frame = capture.retrieve()
                 if not ok or frame is None:
                     break
+                yielded += 1
                 yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
         capture.release()
+    if not yielded:
+        raise Skip(Reason.UNREADABLE_VIDEO, f"{path} has {index} frames, none from frame {start} on"
+                   if 0 < index <= start else f"no frame of {path} could be decoded", file or path)
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
@@ -219,13 +255,62 @@ class Builder:
         """`path` relative to the root, POSIX style: the sample id of an image."""
         return Path(path).relative_to(self.root).as_posix()
 
+    def relative_or_name(self, path: Path, name: str | None = None) -> str:
+        """`relative(path)` for a path under the root; for data kept elsewhere (an option naming another folder)
+        `name`, by default the file name."""
+        try:
+            return self.relative(path)
+        except ValueError:
+            return Path(path).name if name is None else name
+
+    def option_path(self, option: str, *, folder: bool = False) -> Path:
+        """The file (or `folder`) an option names, absolute or relative to the root; `layout_error` when absent."""
+        path = Path(self.options[option])
+        path = path if path.is_absolute() else self.root / path
+        if not (path.is_dir() if folder else path.is_file()):
+            raise self.layout_error(f"option {option}={self.options[option]!r}: {path} is not "
+                                    f"{'a folder' if folder else 'an existing file'}")
+        return path
+
+    def option_choice(self, option: str, choices: tuple[str, ...]) -> str:
+        """The value of an option that takes one of `choices`; ValueError naming them otherwise."""
+        value = self.options[option]
+        if value not in choices:
+            raise ValueError(f"{self.NAME}: option {option}={value!r}; expected "
+                             f"{', '.join(choices[:-1])} or {choices[-1]}")
+        return value
+
+    def seeded_split(self, key: str, *, test_fraction: float | None = None) -> str:
+        """`split_of(key, ...)` with the builder's `validation_fraction`, `test_fraction` (0 when the builder has
+        no such option, or as given: 0 for a released training set) and `seed` options."""
+        if test_fraction is None:
+            test_fraction = self.options.get("test_fraction", 0.0)
+        return split_of(key, self.options["validation_fraction"], test_fraction, self.options["seed"])
+
+    def read_lines(self, relative: str) -> list[str]:
+        """The lines of an annotation file under the root, trailing blank lines dropped; Skip(MISSING_FILE) naming
+        the file when it cannot be read."""
+        try:
+            lines = (self.root / relative).read_text(errors="replace").splitlines()
+        except OSError as error:
+            raise Skip(Reason.MISSING_FILE, f"cannot read {relative}: {error}", relative) from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return lines
+
+    def manifest_extra(self) -> dict:
+        """JSON-able facts about this build that belong in manifest.json (under "extra"), e.g. the order of a
+        label vector; none by default."""
+        return {}
+
     def read_image(self, path: Path, item: Item | None = None) -> np.ndarray:
         """RGB uint8 image; Skip(MISSING_FILE / UNREADABLE_IMAGE / TRUNCATED_IMAGE) attributed to the item's row."""
         return read_image(path, item.file if item else None, item.line if item else None)
 
-    def video_frames(self, path: Path, item: Item | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Lazy (index, RGB frame) pairs every `frame_stride` frames (see `video_frames`)."""
-        return video_frames(path, stride=self.frame_stride, file=item.file if item else None)
+    def video_frames(self, path: Path, item: Item | None = None, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Lazy (index, RGB frame) pairs every `frame_stride` frames from frame `start` (see `video_frames`);
+        its skips name the item's file."""
+        return video_frames(path, stride=self.frame_stride, start=start, file=item.file if item else None)
 
     def resize_aligned(self, image_rgb: np.ndarray) -> np.ndarray:
         """A crop the database already aligned, resized to `image_size` (area filter when shrinking)."""
@@ -262,9 +347,42 @@ class Builder:
                        item.file if item else None, item.line if item else None)
         return face.align(image_rgb, faces[0].landmarks, self.image_size)
 
+    def detect_frame(self, frame_rgb: np.ndarray, item: Item, index: int, *, video: str | None = None,
+                     what: str = "") -> np.ndarray | Skip:
+        """The aligned face of video frame `index` (0-based), or the Skip(NO_FACE) to yield for that frame alone:
+
+            crop = self.detect_frame(frame, item, index, video=item.data["video"])
+            if isinstance(crop, Skip):
+                yield crop
+                continue
+
+        With `video` (its path relative to the root) the skip names the video, line = the 1-based frame number;
+        without it, the item's own file and line. `what` names the frame in the message."""
+        try:
+            return self.detect_and_align(frame_rgb, item, what=what or f"{video or item.key} frame {index}")
+        except Skip as skip:
+            if video is not None:
+                skip.file, skip.line = video, index + 1
+            return skip
+
+    def frames_past_end(self, labelled, last_read: int, video: str, *, first: int = 0) -> Iterator[Skip]:
+        """One Skip(MISSING_FILE) counting the `labelled` frame numbers after `last_read` that `frame_stride` keeps
+        (numbers start at `first`: 0 or 1) - labels the video does not reach - or nothing. `yield from` it."""
+        beyond = sorted(f for f in set(labelled) if f > last_read and (f - first) % self.frame_stride == 0)
+        if beyond:
+            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
+                                            f"end of {video} (last frame read: {last_read})", file=video,
+                       count=len(beyond))
+
     def sample(self, item: Item, crop_rgb: np.ndarray, *, sample_id: str | None = None, **labels) -> Sample:
         """A `Sample` of this database for `item` with the JPEG-encoded crop; `labels` are `Sample` fields
-        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, extra)."""
+        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, extra). Label vectors may be the
+        lists kept in `Item.data` (None = not annotated)."""
+        for name in ("au", "au_mask", "au_intensity", "attributes"):
+            if labels.get(name) is not None:
+                labels[name] = np.asarray(labels[name], np.float32)
+        if labels.get("va") is not None:
+            labels["va"] = tuple(float(v) for v in labels["va"])
         height, width = crop_rgb.shape[:2]
         return Sample(image=encode_jpeg(crop_rgb, self.JPEG_QUALITY), height=int(height), width=int(width),
                       source=self.NAME, split=item.split, sample_id=sample_id or item.key, **labels)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_index, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout
+from tfrecords_builder.base import Builder, Item, Reason, Skip
 
 OCCURRENCE_DIR = "AUCoding/AU_OCC"
 INTENSITY_DIR = "AUCoding/AU_INT"
@@ -74,29 +74,16 @@ class Bp4d(Builder):
         number = re.search(r"\d+", subject)
         if number is None:
             return None
-        if int(number.group()) % 2 == 0:
-            return "test"
-        return "validation" if holdout(subject, self.options["validation_fraction"], self.options["seed"]) \
-            else "train"
+        return "test" if int(number.group()) % 2 == 0 else self.seeded_split(subject)
 
     # --- layout --------------------------------------------------------------------------------------------------
     def _frames_root(self) -> Path:
         if self.options["frames_dir"]:
-            folder = Path(self.options["frames_dir"])
-            folder = folder if folder.is_absolute() else self.root / folder
-            if not folder.is_dir():
-                raise self.layout_error(f"option frames_dir={self.options['frames_dir']!r}: {folder} is not a folder")
-            return folder
+            return self.option_path("frames_dir", folder=True)
         for name in FRAME_DIR_CANDIDATES:
             if (self.root / name).is_dir():
                 return self.root / name
         raise self.layout_error(f"no frame folder ({', '.join(FRAME_DIR_CANDIDATES)}) under the root")
-
-    def _key(self, image: Path, subject: str, task: str) -> str:
-        try:
-            return self.relative(image)
-        except ValueError:  # frames outside the root
-            return f"{subject}/{task}/{image.name}"
 
     # --- listing -------------------------------------------------------------------------------------------------
     def list_items(self):
@@ -159,7 +146,9 @@ class Bp4d(Builder):
             data = {"image": str(image), "subject": subject, "au": au.tolist(), "au_mask": mask.tolist()}
             if intensities:
                 data["au_intensity"] = [intensities.get(a, {}).get(frame, -1.0) for a in range(len(AUS))]
-            yield Item(split=split, key=self._key(image, subject, task), data=data, **where)
+            # Frames kept outside the root (option frames_dir) are keyed <subject>/<task>/<file>.
+            yield Item(split=split, key=self.relative_or_name(image, f"{subject}/{task}/{image.name}"), data=data,
+                       **where)
 
     def _au_columns(self, header: list[str]) -> tuple[dict[int, int], str | None]:
         """{challenge AU number: column} read by header name; an error text when the header breaks the layout."""
@@ -221,10 +210,8 @@ class Bp4d(Builder):
     def examples(self, item: Item):
         image = self.read_image(Path(item.data["image"]), item)
         crop = self.detect_and_align(image, item, item.key)
-        intensity = item.data.get("au_intensity")
-        yield self.sample(item, crop, subject=item.data["subject"], au=np.asarray(item.data["au"], np.float32),
-                          au_mask=np.asarray(item.data["au_mask"], np.float32),
-                          au_intensity=None if intensity is None else np.asarray(intensity, np.float32))
+        yield self.sample(item, crop, subject=item.data["subject"], au=item.data["au"], au_mask=item.data["au_mask"],
+                          au_intensity=item.data.get("au_intensity"))
 
 
 class Bp4dPlus(Bp4d):
@@ -235,16 +222,10 @@ class Bp4dPlus(Bp4d):
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request BP4D+ at http://www.cs.binghamton.edu/~lijun/Research/3DFE/"
                                     "3DFE_Analysis.html; point --root at the folder holding AUCoding/ (and the "
                                     "frame images, or give --option frames_dir=DIR).")
-    EXPECTED_LAYOUT = (f"{OCCURRENCE_DIR}/F001_T1.csv", f"{INTENSITY_DIR}/AU06/F001_T1_AU06.csv (optional)",
-                       "Sequences/F001/T1/0001.jpg (or BP4D-training/, 2D+3D/, images/, or --option frames_dir=DIR)")
     CHALLENGE_AUS = (1, 4, 6, 7, 10, 12, 14, 15, 17, 23)
     POSITION_RULE = False  # BP4D+'s column positions are not confirmed: columns are found by name only
     OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def split_of(self, subject: str) -> str:
         """Seeded, subject-independent: nested holdouts on the subject id (test, then validation)."""
-        test, validation, seed = self.options["test_fraction"], self.options["validation_fraction"], \
-            self.options["seed"]
-        if holdout(subject, test, seed):
-            return "test"
-        return "validation" if holdout(subject, test + validation, seed) else "train"
+        return self.seeded_split(subject)

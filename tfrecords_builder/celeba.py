@@ -5,7 +5,7 @@ names, then `000001.jpg` and 40 values in {1, -1} split on whitespace), `Eval/li
 (`000001.jpg 0`: 0 train, 1 val, 2 test) and `Img/img_align_celeba/000001.jpg`.
 
 Attributes are mapped by NAME onto the order of the `attribute_names` option (default: CelebA's own order,
-`ATTRIBUTE_NAMES`), which the manifest records under `arguments.options`; 1 -> 1, -1 -> 0, mask 1.
+`ATTRIBUTE_NAMES`), which the manifest records as the list `extra.attribute_names`; 1 -> 1, -1 -> 0, mask 1.
 
 Face crop: the aligned images put every face at the same place (mean landmarks of `img_align_celeba`: eyes near
 y=111, mouth near y=152, centred at x=89 in a 178-wide, 218-high image). The builder cuts the square whose eye
@@ -63,6 +63,10 @@ class CelebA(Builder):
             raise ValueError(f"{self.NAME}: option attribute_names lists {len(names)} names "
                              f"({len(set(names))} distinct); expected {len(ATTRIBUTE_NAMES)} distinct names")
         return names
+
+    def manifest_extra(self) -> dict:
+        """The attribute order of the `attributes` feature, so readers need not parse the option string."""
+        return {"attribute_names": self._attribute_order()}
 
     def _partition(self) -> tuple[dict, list[Skip]]:
         """{image name: split} from list_eval_partition.txt, and the skips of its bad lines."""
@@ -132,4 +136,4 @@ class CelebA(Builder):
         image = self.read_image(self.root / item.key, item)
         top, left, side = face_square(*image.shape[:2])
         crop = self.resize_aligned(np.ascontiguousarray(image[top:top + side, left:left + side]))
-        yield self.sample(item, crop, attributes=np.asarray(item.data["attributes"], np.float32))
+        yield self.sample(item, crop, attributes=item.data["attributes"])

@@ -14,17 +14,16 @@ subject = `SN0xx`; `extra["camera"]` = left/right.
 
 Skips: a frame whose label row is garbled or out of range (`file`, `line` = that row), a frame with no row in one
 of the subject's label files (`no_label`), a frame without a face (`no_face`; `file` = the video, `line` = the
-frame number), labelled frames past the video's end (`missing_file`, one record per video).
+frame number), labelled frames past the video's end (`missing_file`, one record per video counting them).
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_index
-from tfrecords_builder.base import Builder, Item, Reason, Skip
+from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, key_rank
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 LABELS = "ActionUnit_Labels"
@@ -50,9 +49,7 @@ class Disfa(Builder):
     OPTIONS = {"camera": "left", "threshold": 2, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def list_items(self):
-        camera = self.options["camera"]
-        if camera not in ("left", "right", "both"):
-            raise ValueError(f"{self.NAME}: option camera={camera!r}; expected left, right or both")
+        camera = self.option_choice("camera", ("left", "right", "both"))
         cameras = ("left", "right") if camera == "both" else (camera,)
         labels = self.root / LABELS
         if not labels.is_dir():
@@ -75,7 +72,7 @@ class Disfa(Builder):
             for path in sorted(folder.iterdir()):
                 match = re.match(rf"^{re.escape(subject)}_au(\d+)\.txt$", path.name, re.IGNORECASE)
                 if match and au_index(int(match.group(1))) is not None:
-                    files[int(match.group(1))] = [self.relative(path), _digest(path)]
+                    files[int(match.group(1))] = [self.relative(path), file_digest(path)]
             for au in DISFA_AUS:
                 if au not in files:
                     yield Skip(Reason.MISSING_FILE, f"no label file for AU{au}: that AU is masked out for {subject}",
@@ -93,8 +90,8 @@ class Disfa(Builder):
 
     def _subject_splits(self, subjects: list[str]) -> dict[str, str]:
         """Seeded subject-independent split: rank by hash, first test, next validation, rest train."""
-        seed = self.options["seed"]
-        ranked = sorted(subjects, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+        # Ranked rather than thresholded (`split_of`): with 27 subjects a hash threshold could leave a split empty.
+        ranked = sorted(subjects, key=lambda subject: key_rank(subject, self.options["seed"]))
         n_test = round(self.options["test_fraction"] * len(ranked))
         n_validation = round(self.options["validation_fraction"] * len(ranked))
         return {subject: "test" if rank < n_test else "validation" if rank < n_test + n_validation else "train"
@@ -117,13 +114,12 @@ class Disfa(Builder):
         intensities, problems = {}, {}  # AU -> {frame: intensity}; frame -> Skip of its first bad row
         files = {int(au): file for au, (file, _) in item.data["labels"].items()}
         for au, file in sorted(files.items()):
-            intensities[au] = {}
             try:
-                lines = (self.root / file).read_text(errors="replace").splitlines()
-            except OSError as error:
-                yield Skip(Reason.MISSING_FILE, f"cannot read {file}: {error}", file)
-                del intensities[au]
+                lines = self.read_lines(file)
+            except Skip as skip:
+                yield skip
                 continue
+            intensities[au] = {}
             for line_number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
@@ -144,10 +140,9 @@ class Disfa(Builder):
             raise Skip(Reason.NO_LABEL, f"none of {subject}'s label files could be read")
         threshold = self.options["threshold"]
         labelled = set().union(*(set(frames) for frames in intensities.values())) | set(problems)
-        seen = set()
         for index, image in self.video_frames(self.root / video, item):
             frame = index + 1
-            seen.add(frame)
+            last = frame  # video_frames raises when there is no frame at all
             if frame in problems:
                 yield problems[frame]
                 continue
@@ -156,11 +151,9 @@ class Disfa(Builder):
                 yield Skip(Reason.NO_LABEL, f"frame {frame} of {video} has no row in {files[absent]}",
                            file=files[absent])
                 continue
-            try:
-                crop = self.detect_and_align(image, item, what=f"{video} frame {frame}")
-            except Skip as skip:
-                skip.file, skip.line = video, frame
-                yield skip
+            crop = self.detect_frame(image, item, index, video=video, what=f"{video} frame {frame}")
+            if isinstance(crop, Skip):
+                yield crop
                 continue
             au, mask, level = (np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32),
                                np.full(len(AUS), -1.0, np.float32))
@@ -170,13 +163,7 @@ class Disfa(Builder):
                 au[position] = float(frames[frame] >= threshold)
             yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, au=au, au_mask=mask,
                               au_intensity=level, extra={"camera": item.data["camera"]})
-        if not seen:  # OpenCV opened the file but decoded nothing: a corrupt video must not vanish
-            raise Skip(Reason.UNREADABLE_VIDEO, f"no frame of {video} could be decoded", video)
-        last = max(seen)
-        beyond = sorted(f for f in labelled - seen if (f - 1) % self.frame_stride == 0 and f > last)
-        if beyond:
-            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
-                                            f"end of {video} (last frame read: {last})", file=video)
+        yield from self.frames_past_end(labelled, last, video, first=1)
 
 
 def _parse_row(line: str) -> tuple[int, int]:
@@ -200,8 +187,3 @@ def _parse_row(line: str) -> tuple[int, int]:
         skip.frame = frame  # the frame is known: it is skipped with this row as the reason
         raise skip
     return frame, int(value)
-
-
-def _digest(path) -> str:
-    """Content digest of a label file: part of the item, so an edited file invalidates resumed shards."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()

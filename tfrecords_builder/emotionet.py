@@ -16,7 +16,7 @@ Basic names fill `expr`, compound names `compound` (Du et al. order), by name. A
 labels; an image only in the expression list has AU mask 0.
 
 Splits: the challenge's manual set has no public split and no subject ids: a seeded split by image
-(`holdout(sample_id)`): `test_fraction` (0.15) test, `validation_fraction` (0.15) validation, the rest train.
+(`split_of(sample_id)`): `test_fraction` (0.15) test, `validation_fraction` (0.15) validation, the rest train.
 Faces: detected and aligned (MTCNN + 5-point template).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, au_columns, expression_index, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 
 TABLE = "emotionet_facs_24600.xlsx"
 PRESENT, ABSENT, UNKNOWN = 1, 0, 999
@@ -39,14 +39,6 @@ def url_basename(url: str) -> str:
     """The file name a downloaded image is saved under: last path component of the URL, quotes removed."""
     text = str(url).strip().strip("'\"").strip()
     return urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def split_of(key: str, validation_fraction: float, test_fraction: float, seed: int) -> str:
-    """Nested seeded holdouts on one hash: the lowest `test_fraction` test, the next `validation_fraction`
-    validation, the rest train."""
-    if holdout(key, test_fraction, seed):
-        return "test"
-    return "validation" if holdout(key, test_fraction + validation_fraction, seed) else "train"
 
 
 def read_table(path: Path) -> list[list]:
@@ -80,9 +72,9 @@ class EmotioNet(Builder):
 
     def _table(self, required: bool = True) -> Path | None:
         if self.options["table"]:
-            return self._option_path("table")
+            return self.option_path("table")
         candidates = [self.root / TABLE] + sorted(self.root.glob("*.xlsx")) + sorted(self.root.glob("*.csv"))
-        expressions = self._option_path("expressions") if self.options["expressions"] else None
+        expressions = self.option_path("expressions") if self.options["expressions"] else None
         for candidate in candidates:
             if candidate.is_file() and candidate != expressions:
                 return candidate
@@ -90,28 +82,8 @@ class EmotioNet(Builder):
             raise self.layout_error(f"no {TABLE} and no .xlsx/.csv table in {self.root}")
         return None
 
-    def _images(self) -> Path:
-        images = Path(self.options["images"])
-        images = images if images.is_absolute() else self.root / images
-        if not images.is_dir():
-            raise self.layout_error(f"no image folder {images} (option images)")
-        return images
-
-    def _key(self, image: Path) -> str:
-        try:
-            return self.relative(image)
-        except ValueError:  # the images live outside the root: the file name is the id
-            return image.name
-
-    def _file_name(self, path: Path) -> str:
-        """An annotation file as skip records name it: relative to the root when inside it."""
-        try:
-            return self.relative(path)
-        except ValueError:
-            return str(path)
-
     def list_items(self):
-        images = self._images()
+        images = self.option_path("images", folder=True)
         expressions = {}  # image name -> (labels, where) from the optional track-2 list
         if self.options["expressions"]:
             for entry in self._expression_rows():
@@ -143,18 +115,34 @@ class EmotioNet(Builder):
         decoded = images / unquote(name)
         if not image.is_file() and decoded.is_file() and decoded.parent == images:
             image = decoded
-        key = self._key(image)
-        split = split_of(key, self.options["validation_fraction"], self.options["test_fraction"], self.options["seed"])
-        yield Item(split=split, key=key, data={"image": str(image), **labels}, **where)
+        key = self.relative_or_name(image)  # images kept outside the root: the file name is the id
+        yield Item(split=self.seeded_split(key), key=key, data={"image": str(image), **labels}, **where)
+
+    def _url_table(self, path: Path):
+        """(header, rows) of a table keyed by image URL; rows yields (image name, row, where) per non-blank row,
+        or the Skip of a row whose URL has no file name. Check the header's URL column before iterating."""
+        rows = read_table(path)
+        file = self.relative_or_name(path, str(path))
+        header = [str(cell).strip() if cell is not None else "" for cell in (rows[0] if rows else [])]
+
+        def entries():
+            url_column = header.index("URL")
+            for number, row in enumerate(rows[1:], start=2):
+                if all(cell is None or str(cell).strip() == "" for cell in row):
+                    continue
+                where = {"file": file, "line": number}
+                name = url_basename(row[url_column]) if row[url_column] is not None else ""
+                if not name or name in (".", ".."):
+                    yield Skip(Reason.BAD_ROW, f"URL {row[url_column]!r} has no file name", **where)
+                else:
+                    yield name, row, where
+        return header, entries()
 
     def _au_rows(self, table: Path):
         """(image name, {"au", "au_mask"}, where) per usable row of the AU table; Skip per unusable one."""
-        rows = read_table(table)
-        table_name = self._file_name(table)
-        header = [str(cell).strip() if cell is not None else "" for cell in (rows[0] if rows else [])]
+        header, rows = self._url_table(table)
         if "URL" not in header:
             raise self.layout_error(f"{table} line 1 has no URL column (columns: {header[:6]}...)")
-        url_column = header.index("URL")
         au_headers = {}
         for column, name in enumerate(header):
             try:
@@ -167,14 +155,11 @@ class EmotioNet(Builder):
         au_table_columns = list(au_headers)
         canonical = {au_table_columns[i]: position
                      for i, position in au_columns([header[c] for c in au_table_columns]).items()}
-        for number, row in enumerate(rows[1:], start=2):
-            if all(cell is None or str(cell).strip() == "" for cell in row):
+        for entry in rows:
+            if isinstance(entry, Skip):
+                yield entry
                 continue
-            where = {"file": table_name, "line": number}
-            name = url_basename(row[url_column]) if row[url_column] is not None else ""
-            if not name or name in (".", ".."):
-                yield Skip(Reason.BAD_ROW, f"URL {row[url_column]!r} has no file name", **where)
-                continue
+            name, row, where = entry
             au, mask, problem = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32), None
             for column, number_of_au in au_headers.items():
                 value = _code(row[column])
@@ -192,26 +177,20 @@ class EmotioNet(Builder):
 
     def _expression_rows(self):
         """(image name, {"expr"} or {"compound"}, where) per usable row of the track-2 list; Skip otherwise."""
-        path = self._option_path("expressions")
-        rows = read_table(path)
-        file = self._file_name(path)
-        header = [str(cell).strip() if cell is not None else "" for cell in (rows[0] if rows else [])]
+        path = self.option_path("expressions")
+        header, rows = self._url_table(path)
         label_column = next((c for c, name in enumerate(header) if name.lower() in LABEL_COLUMNS), None)
         if "URL" not in header or label_column is None:
             raise self.layout_error(f"{path} line 1 ({header[:4]}) needs a URL column and one of "
                                     f"{sorted(LABEL_COLUMNS)}")
-        codes = read_category_codes(self._option_path("expression_codes")) if self.options["expression_codes"] \
+        codes = read_category_codes(self.option_path("expression_codes")) if self.options["expression_codes"] \
             else None
-        url_column = header.index("URL")
-        for number, row in enumerate(rows[1:], start=2):
-            if all(cell is None or str(cell).strip() == "" for cell in row):
+        for entry in rows:
+            if isinstance(entry, Skip):
+                yield entry
                 continue
-            where = {"file": file, "line": number}
-            name = url_basename(row[url_column]) if row[url_column] is not None else ""
+            name, row, where = entry
             value = "" if row[label_column] is None else str(row[label_column]).strip()
-            if not name or name in (".", ".."):
-                yield Skip(Reason.BAD_ROW, f"URL {row[url_column]!r} has no file name", **where)
-                continue
             if codes is not None:
                 code = _code(value)
                 if code not in codes:
@@ -231,19 +210,10 @@ class EmotioNet(Builder):
                 continue
             yield name, labels, where
 
-    def _option_path(self, option: str) -> Path:
-        path = Path(self.options[option])
-        path = path if path.is_absolute() else self.root / path
-        if not path.is_file():
-            raise self.layout_error(f"option {option}={self.options[option]!r}: {path} does not exist")
-        return path
-
     def examples(self, item: Item):
         image = self.read_image(Path(item.data["image"]), item)
         crop = self.detect_and_align(image, item, item.key)
-        au, mask = item.data.get("au"), item.data.get("au_mask")
-        yield self.sample(item, crop, au=None if au is None else np.asarray(au, np.float32),
-                          au_mask=None if mask is None else np.asarray(mask, np.float32),
+        yield self.sample(item, crop, au=item.data.get("au"), au_mask=item.data.get("au_mask"),
                           expr=item.data.get("expr", -1), compound=item.data.get("compound", -1))
 
 

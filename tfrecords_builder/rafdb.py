@@ -8,7 +8,7 @@ validation (`validation_fraction=0` keeps all of train).
 from __future__ import annotations
 
 from fbnet_tf.labels import COMPOUND_EXPRESSIONS, expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
@@ -47,9 +47,7 @@ class RafDb(Builder):
         return len(BASIC_NAMES)
 
     def list_items(self):
-        faces = self.options["faces"]
-        if faces not in ("aligned", "original"):
-            raise ValueError(f"{self.NAME}: option faces={faces!r}; expected 'aligned' or 'original'")
+        faces = self.option_choice("faces", ("aligned", "original"))
         part = self._part_dir()
         label_file, image_dir = part / LABEL_FILE, part / "Image" / faces
         if not image_dir.is_dir():
@@ -82,11 +80,8 @@ class RafDb(Builder):
             stem, dot, extension = name.rpartition(".")
             file_name = f"{stem}_aligned.{extension}" if dot else f"{name}_aligned"
         image = resolve_in_root(image_dir, file_name, **where)
-        if name.startswith("test_"):
-            split = "test"
-        else:  # RAF-DB has no subject ids: the held-out validation images are chosen by name
-            held_out = holdout(name, self.options["validation_fraction"], self.options["seed"])
-            split = "validation" if held_out else "train"
+        # RAF-DB has no subject ids: the held-out validation images are chosen by name.
+        split = "test" if name.startswith("test_") else self.seeded_split(name)
         return Item(split=split, key=self.relative(image), data={"code": code}, **where)
 
     def examples(self, item: Item):

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_index, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, holdout, video_frames
+from tfrecords_builder.base import Builder, Item, Reason, Skip
 
 SEMAINE_AUS = (2, 12, 17, 25, 28, 45)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
@@ -110,17 +110,11 @@ class Semaine(Builder):
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path if any (train 85/15 by session, devel -> test), else seeded 70/15/15."""
-        validation, test, seed = (self.options["validation_fraction"], self.options["test_fraction"],
-                                  self.options["seed"])
         fera = next((name for part in relative.parts[:-1] for pattern, name in _FERA_FOLDERS if pattern.match(part)),
                     None)
         if fera in ("devel", "test"):
             return "test"
-        if fera == "train":
-            return "validation" if holdout(session, validation, seed) else "train"
-        if holdout(session, test, seed):
-            return "test"
-        return "validation" if holdout(session, test + validation, seed) else "train"
+        return self.seeded_split(session, test_fraction=0.0 if fera == "train" else None)
 
     def list_items(self):
         annotations = sorted(self.root.rglob("*.eaf"))
@@ -200,21 +194,23 @@ class Semaine(Builder):
         mask = np.zeros(len(AUS), np.float32)
         mask[list(intervals)] = 1.0
         last = start - 1
-        for index, frame in video_frames(path, stride=self.frame_stride, start=start, file=item.file):
+        for index, frame in self.video_frames(path, item, start=start):
             if index > end:
                 break
             last = index
             au = np.zeros(len(AUS), np.float32)
             for position, spans in intervals.items():
                 au[position] = float(active(spans, 1000.0 * index / fps))
-            try:
-                crop = self.detect_and_align(frame, item, f"{item.data['video']} frame {index}")
-            except Skip as skip:
-                yield skip
+            # The skip names the recording's .eaf (the item's file), not the video.
+            crop = self.detect_frame(frame, item, index, what=f"{item.data['video']} frame {index}")
+            if isinstance(crop, Skip):
+                yield crop
                 continue
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.data["session"],
                               au=au, au_mask=mask)
         wanted_last = start + (end - start) // self.frame_stride * self.frame_stride
         if last < wanted_last:
+            missing = (wanted_last - last) // self.frame_stride  # `last` >= start: video_frames yielded a frame
             yield Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} ends before frame {wanted_last} "
-                                                f"(last frame read: {last}); frames {last + 1}..{end} are missing")
+                                                f"(last frame read: {last}); frames {last + 1}..{end} are missing",
+                       count=missing)

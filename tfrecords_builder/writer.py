@@ -325,7 +325,7 @@ def _manifest(builder, plan, listing_skips, arguments, resumed, out) -> dict:
                                                    "_labels": _LabelCounter()})
         entry["count"] += state["count"]
         entry["items"] += len(shard["items"])
-        entry["skipped"] += len(state["skipped"])
+        entry["skipped"] += _skip_count(state["skipped"])
         entry["shards"].append({"file": state["file"], "count": state["count"], "sha256": state["sha256"]})
         entry["_labels"].merge(state["labels"])
         skipped.extend(state["skipped"])
@@ -337,12 +337,25 @@ def _manifest(builder, plan, listing_skips, arguments, resumed, out) -> dict:
         "builder": f"{type(builder).__module__}.{type(builder).__qualname__}",
         "builder_version": builder.VERSION,
         "arguments": arguments,
+        "extra": builder.manifest_extra(),
         "splits": splits,
         "total": sum(entry["count"] for entry in splits.values()),
-        "skipped_by_reason": dict(sorted(Counter(record["reason"] for record in skipped).items())),
+        "skipped_by_reason": dict(sorted(_skips_by_reason(skipped).items())),
         "skipped": skipped,
         "resumed_shards": resumed,
     }
+
+
+def _skip_count(records) -> int:
+    """Inputs the skip records stand for (a record of a run of N frames counts N)."""
+    return sum(record.get("count", 1) for record in records)
+
+
+def _skips_by_reason(records) -> Counter:
+    counts = Counter()
+    for record in records:
+        counts[record["reason"]] += record.get("count", 1)
+    return counts
 
 
 def format_summary(manifest: dict) -> str:
@@ -351,7 +364,7 @@ def format_summary(manifest: dict) -> str:
              f"  {'split':<12}{'kept':>9}{'skipped':>9}{'shards':>8}"]
     for split, entry in manifest["splits"].items():
         lines.append(f"  {split:<12}{entry['count']:>9}{entry['skipped']:>9}{len(entry['shards']):>8}")
-    listing = sum(1 for record in manifest["skipped"] if record.get("split") is None)
+    listing = _skip_count(record for record in manifest["skipped"] if record.get("split") is None)
     if listing:
         lines.append(f"  {'(annotation rows)':<12}{'':>9}{listing:>9}")
     if manifest["skipped_by_reason"]:

@@ -82,7 +82,7 @@ _AU_MOVES: dict[int, dict[int, tuple[float, float]]] = {
         21: (0.02, 0.05), 20: (0.01, 0.035), 48: (0, -0.01)},  # nose wrinkled, upper lip and inner brows follow
     10: {49: (0.0, -0.07), 50: (0.0, -0.08), 51: (0.0, -0.075), 61: (0.0, -0.06), 62: (0.0, -0.055),
          48: (0.005, -0.02), 60: (0.0, -0.02), 31: (0.0, -0.02), 32: (0.0, -0.015)},  # upper lip up
-    12: {48: (-0.06, -0.075), 60: (-0.055, -0.07), 49: (-0.025, -0.03), 59: (-0.03, -0.04), 61: (-0.02, -0.025),
+    12: {48: (-0.07, -0.09), 60: (-0.065, -0.085), 49: (-0.025, -0.03), 59: (-0.03, -0.04), 61: (-0.02, -0.025),
          67: (-0.02, -0.03), 58: (0, -0.015), 41: (0, -0.01)},  # lip corners pulled up and out
     14: {48: (0.025, -0.015), 60: (0.025, -0.015), 49: (0.01, 0.005), 59: (0.01, -0.005)},  # corners in, dimples
     15: {48: (-0.01, 0.075), 60: (-0.01, 0.07), 49: (0.0, 0.02), 59: (-0.005, 0.035), 61: (0, 0.015),
@@ -96,8 +96,8 @@ _AU_MOVES: dict[int, dict[int, tuple[float, float]]] = {
          57: (0.0, -0.03), 48: (0.025, 0.0), 60: (0.02, 0.0)},  # red of the lips narrowed
     24: {49: (0.0, 0.035), 50: (0.0, 0.045), 51: (0.0, 0.045), 59: (0.0, -0.035), 58: (0.0, -0.045),
          57: (0.0, -0.045), 48: (0.015, 0.0), 60: (0.015, 0.0)},  # lips pressed together
-    25: {61: (0.0, -0.015), 62: (0.0, -0.018), 65: (0.0, 0.05), 66: (0.0, 0.055), 67: (0.0, 0.05),
-         55: (0.0, 0.04), 56: (0.0, 0.045), 57: (0.0, 0.045), 58: (0.0, 0.045), 59: (0.0, 0.04),
+    25: {61: (0.0, -0.015), 62: (0.0, -0.018), 65: (0.0, 0.065), 66: (0.0, 0.07), 67: (0.0, 0.065),
+         55: (0.0, 0.05), 56: (0.0, 0.058), 57: (0.0, 0.058), 58: (0.0, 0.058), 59: (0.0, 0.05),
          60: (0.005, 0.003), 8: (0, 0.015), 7: (0, 0.012)},  # lips parted
     26: {8: (0.0, 0.19), 7: (0.0, 0.17), 6: (0.01, 0.13), 5: (0.015, 0.08), 4: (0.015, 0.04), 3: (0.005, 0.01),
          57: (0.0, 0.17), 56: (0.0, 0.165), 58: (0.0, 0.165), 55: (0.0, 0.13), 59: (0.005, 0.13),
@@ -217,10 +217,11 @@ def identity_shape(identity: Identity) -> np.ndarray:
 def deform(shape: np.ndarray, au: np.ndarray) -> np.ndarray:
     """The face [.., 68, 2] with AU intensities `au` [.., 17] (0..1, canonical AU order) applied.
 
-    Vectorised over leading batch axes. After the blendshapes, the inner lips are kept from crossing (a pressed
+    Vectorised over leading batch axes. Displacement grows as intensity**0.75: FACS's lowest scored levels
+    (A, B) are already visible changes. After the blendshapes, the inner lips are kept from crossing (a pressed
     mouth stays closed, a lip never passes through the other).
     """
-    au = np.clip(np.asarray(au, np.float32), 0, 1)
+    au = np.clip(np.asarray(au, np.float32), 0, 1) ** 0.75
     points = shape + np.einsum("...k,kpd->...pd", au, AU_BLENDSHAPES)
     upper_inner, lower_inner = points[..., [61, 62, 63], 1], points[..., [67, 66, 65], 1]
     gap = np.maximum(lower_inner - upper_inner, 0.0)

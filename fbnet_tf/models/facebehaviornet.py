@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fbnet_tf.labels import AUS, EXPRESSIONS, VA_NAMES
-from fbnet_tf.models.vggface import VGGFaceBackbone
+from fbnet_tf.models.vggface import INITIALIZER, VGGFaceBackbone
 
 TASKS = ("va", "expr", "au")
 # task -> (raw output name, units). The paper's single linear output layer is these three Dense layers side by
@@ -49,9 +49,9 @@ class FaceBehaviorNet(keras.Model):
         # === Layers ===
         images = keras.Input(shape=backbone.input_shape[1:], name="image")
         x = layers.Flatten(name="flatten")(backbone(images))
-        x = layers.Dense(fc_units, activation="relu", name="fc6")(x)
+        x = layers.Dense(fc_units, activation="relu", kernel_initializer=INITIALIZER, name="fc6")(x)
         x = layers.Dropout(dropout, name="dropout6")(x)
-        x = layers.Dense(fc_units, activation="relu", name="fc7")(x)
+        x = layers.Dense(fc_units, activation="relu", kernel_initializer=INITIALIZER, name="fc7")(x)
         x = layers.Dropout(dropout, name="dropout7")(x)
         outputs = {HEADS[t][0]: layers.Dense(HEADS[t][1], name=HEADS[t][0])(x) for t in tasks}
         super().__init__(inputs=images, outputs=outputs, name=kwargs.pop("name", "facebehaviornet"), **kwargs)

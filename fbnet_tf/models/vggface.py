@@ -29,6 +29,9 @@ LAYER_NAMES = tuple(name for b, (n, _) in enumerate(BLOCKS, 1)
 VGGFACE_MEAN_BGR = (93.5940, 104.7624, 129.1863)
 PREPROCESSING_MODES = ("paper", "vggface")
 MIN_IMAGE_SIZE = 2 ** len(BLOCKS)  # five 2x2 poolings
+# Without published weights the 13-layer plain ReLU stack trains from scratch only with He initialisation
+# (He et al. 2015); Keras' default Glorot init leaves it stuck at a constant output.
+INITIALIZER = "he_uniform"
 
 
 @keras.saving.register_keras_serializable(package="fbnet")
@@ -77,7 +80,7 @@ class VGGFaceBackbone(keras.Model):
         for block, (convs, filters) in enumerate(BLOCKS, 1):
             for i in range(1, convs + 1):
                 x = layers.Conv2D(scaled_filters(filters, width), 3, padding="same", activation="relu",
-                                  name=f"conv{block}_{i}")(x)
+                                  kernel_initializer=INITIALIZER, name=f"conv{block}_{i}")(x)
             x = layers.MaxPooling2D(2, strides=2, name=f"pool{block}")(x)
         super().__init__(inputs=images, outputs=x, name=kwargs.pop("name", "vggface"), **kwargs)
 
