@@ -194,16 +194,21 @@ class Predictor:
             from tqdm import tqdm
 
             frames = tqdm(frames, total=total or None, unit="frame", desc="predict")
-        writer = _AnnotationWriter(annotate_dir) if annotate_dir else None
+        writer = _AnnotationWriter(annotate_dir, every) if annotate_dir else None
         pending: list[tuple[Frame, list]] = []
         try:
             for frame in frames:
+                if not frame.error:
+                    try:
+                        faces = self._faces(frame.image)
+                    except Exception as error:  # one odd frame (e.g. a 2x2 image) must not end a long run
+                        frame.error = f"face detection failed: {type(error).__name__}: {error}"
                 if frame.error:
                     log.warning("%s (frame %d): %s", frame.file, frame.index, frame.error)
                     if errors is not None:
                         errors.append({"file": frame.file, "frame": frame.index, "reason": frame.error})
                     continue
-                pending.append((frame, self._faces(frame.image)))
+                pending.append((frame, faces))
                 # Flush on crops or on frames, so frames without faces cannot pile up either.
                 if sum(len(faces) for _, faces in pending) >= self.batch_size or len(pending) >= self.batch_size:
                     yield from self._flush(pending, writer)
@@ -273,8 +278,8 @@ def _as_rgb_uint8(image) -> np.ndarray:
 class _AnnotationWriter:
     """Writes annotated frames: images as `<dir>/<name>`, each video as `<dir>/<stem>.mp4`."""
 
-    def __init__(self, directory):
-        self.directory = Path(directory)
+    def __init__(self, directory, every: int = 1):
+        self.directory, self.every = Path(directory), every
         self.directory.mkdir(parents=True, exist_ok=True)
         self.video, self.video_file = None, None
 
@@ -290,7 +295,7 @@ class _AnnotationWriter:
         if self.video_file != frame.file:
             self.close()
             capture = cv2.VideoCapture(frame.file)
-            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+            fps = (capture.get(cv2.CAP_PROP_FPS) or 25.0) / self.every  # real-time playback of the kept frames
             capture.release()
             height, width = image.shape[:2]
             self.video = cv2.VideoWriter(str(self.directory / f"{source.stem}.mp4"),

@@ -84,6 +84,7 @@ def test_celeba_attributes_by_name_partition_crop_and_skips(celeba, tmp_path):
         np.testing.assert_allclose(example["image"].reshape(-1, 3).mean(0), colour(index), atol=4)
         assert example["image"].max() < 235  # colours stay below 220; the white margin would show as 255
     assert manifest["arguments"]["options"]["attribute_names"].split(",") == NAMES
+    assert manifest["extra"] == {"attribute_names": NAMES}  # the order of the `attributes` feature, as a list
     assert manifest["splits"]["train"]["labels"]["attributes"] == 4
     skipped = {(r["file"], r["line"], r["reason"]) for r in manifest["skipped"]}
     attr, part = "Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"
@@ -94,7 +95,9 @@ def test_celeba_attributes_by_name_partition_crop_and_skips(celeba, tmp_path):
 
 def test_celeba_reorders_attributes_to_the_option_order(celeba, tmp_path):
     reordered = list(reversed(NAMES))
-    build("celeba", celeba, tmp_path / "out", progress=False, image_size=32, attribute_names=",".join(reordered))
+    manifest = build("celeba", celeba, tmp_path / "out", progress=False, image_size=32,
+                     attribute_names=",".join(reordered))
+    assert manifest["extra"]["attribute_names"] == reordered
     example = read_all(tmp_path / "out")["Img/img_align_celeba/000002.jpg"]
     expected = {name: int(v == 1) for name, v in zip(NAMES, values(2))}
     assert [int(v) for v in example["attributes"]] == [expected[name] for name in reordered]

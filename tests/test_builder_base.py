@@ -339,6 +339,17 @@ def test_paths_options_lines_and_digests(tmp_path, squares):
     assert file_digest(squares / "values.txt") == hashlib.sha256(b"0.5\n-0.25\n\n  \n").hexdigest()
 
 
+def test_parse_int_names_the_field_and_the_row():
+    from tfrecords_builder.base import parse_int
+
+    assert parse_int(" 7", "label") == 7
+    for bad in ("7.5", "x", "", None):
+        with pytest.raises(Skip) as skip:
+            parse_int(bad, "label", "list.txt", 3)
+        assert (skip.value.reason, skip.value.file, skip.value.line) == (Reason.BAD_ROW, "list.txt", 3)
+        assert skip.value.message == f"label {bad!r} is not an integer"
+
+
 def test_frames_past_end_counts_the_labelled_frames_the_stride_keeps(squares):
     builder = Squares(squares, frame_stride=2)
     assert list(builder.frames_past_end(range(10), 9, "v.avi")) == []

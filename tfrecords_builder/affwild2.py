@@ -34,7 +34,7 @@ import re
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_columns, expression_index, expression_map, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, parse_int, resolve_in_root
 
 RELEASES = {  # release -> task -> accepted folder names
     "2020": {"va": ("VA_Set",), "expr": ("EXPR_Set",), "au": ("AU_Set",)},
@@ -320,10 +320,7 @@ def _parse_va(fields: list, _table):
 def _parse_expr(fields: list, expressions: np.ndarray):
     if len(fields) != 1:
         raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected one expression code")
-    try:
-        code = int(fields[0])
-    except ValueError:
-        raise Skip(Reason.BAD_ROW, f"expression code {fields[0]!r} is not an integer") from None
+    code = parse_int(fields[0], "expression code")
     if code == CODE_MISSING:
         return None
     if not 0 <= code < len(expressions):

@@ -123,6 +123,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def parse_int(text: str, what: str, file=None, line: int | None = None) -> int:
+    """`int(text)` for a field of an annotation row; Skip(BAD_ROW, "<what> '<text>' is not an integer") otherwise."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise Skip(Reason.BAD_ROW, f"{what} {text!r} is not an integer", file, line) from None
+
+
 def resolve_in_root(root: Path, relative: str, file=None, line: int | None = None) -> Path:
     """`root / relative` for a path read from an annotation file; raises Skip(UNSAFE_PATH) for an absolute path
     or one that escapes the root (`../`)."""

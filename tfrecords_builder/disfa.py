@@ -23,7 +23,7 @@ import re
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_index
-from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, key_rank
+from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, key_rank, parse_int
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 LABELS = "ActionUnit_Labels"
@@ -171,10 +171,7 @@ def _parse_row(line: str) -> tuple[int, int]:
     fields = [field.strip() for field in line.split(",")]
     if len(fields) != 2:
         raise Skip(Reason.BAD_ROW, f"{len(fields)} fields in {line!r}; expected 'frame,intensity'")
-    try:
-        frame = int(fields[0])
-    except ValueError:
-        raise Skip(Reason.BAD_ROW, f"frame {fields[0]!r} is not an integer") from None
+    frame = parse_int(fields[0], "frame")
     if frame < 1:
         raise Skip(Reason.BAD_ROW, f"frame {frame}; DISFA frames are numbered from 1")
     try:

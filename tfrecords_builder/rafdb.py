@@ -8,7 +8,7 @@ validation (`validation_fraction=0` keeps all of train).
 from __future__ import annotations
 
 from fbnet_tf.labels import COMPOUND_EXPRESSIONS, expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Reason, Skip, parse_int, resolve_in_root
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
@@ -69,10 +69,7 @@ class RafDb(Builder):
         name, code = fields
         if not name.startswith(("train_", "test_")):
             raise Skip(Reason.BAD_ROW, f"image name {name!r} starts with neither train_ nor test_", **where)
-        try:
-            code = int(code)
-        except ValueError:
-            raise Skip(Reason.BAD_ROW, f"label {code!r} is not an integer", **where) from None
+        code = parse_int(code, "label", **where)
         if not 1 <= code <= self._num_codes():
             raise Skip(Reason.LABEL_OUT_OF_RANGE, f"label {code} outside 1..{self._num_codes()}", **where)
         file_name = name

@@ -172,7 +172,8 @@ def format_report(results: dict) -> str:
         r = results[key]
         lines.append(f"  {name:<12}{r['n_train']:>7}{r['n_test']:>7}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}"
                      f"{r['majority_accuracy']:>10.3f}{r['uniform_accuracy']:>9.3f}")
-    lines += ["AUs on Aff-Wild2 (F1, cross-validated over videos)", f"  {'AU':<6}{'F1':>7}{'chance F1':>11}{'positives':>11}"]
+    lines += ["AUs on Aff-Wild2 (F1, cross-validated over videos)",
+              f"  {'AU':<6}{'F1':>7}{'chance F1':>11}{'positives':>11}"]
     for au, r in results["au_affwild2"].items():
         lines.append(f"  {au:<6}{r['f1']:>7.3f}{r['always_present_f1']:>11.3f}{r['positives']:>11}")
     f1 = np.mean([r["f1"] for r in results["au_affwild2"].values()])

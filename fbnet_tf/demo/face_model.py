@@ -198,7 +198,7 @@ def identity_shape(identity: Identity) -> np.ndarray:
     for group in (RIGHT_BROW, LEFT_BROW):
         p[group, 0] *= i.eye_spacing
         p[group, 1] += i.brow_height
-        p[group[1:4], 1] -= i.brow_arch * np.array([0.6, 1.0, 0.7]) * (1 if group[0] == 17 else 1)
+        p[group[1:4], 1] -= i.brow_arch * np.array([0.6, 1.0, 0.7])
     nose = np.concatenate([NOSE_BRIDGE, NOSTRILS])
     p[nose, 1] = p[27, 1] + (p[nose, 1] - p[27, 1]) * i.nose_length
     p[NOSTRILS, 0] *= i.nose_width
@@ -253,7 +253,9 @@ def depth(points: np.ndarray) -> np.ndarray:
 
 
 def to_3d(points: np.ndarray) -> np.ndarray:
-    """[.., N, 2] face-plane points -> [.., N, 3] on the head's surface (landmarks get `depth`, others the ellipsoid)."""
+    """[.., N, 2] face-plane points -> [.., N, 3] on the head's surface.
+
+    Landmarks (N = 68) get `depth` (nose, lips, chin stand out); other points lie on the ellipsoid."""
     if points.shape[-2] == 68:
         z = depth(points)
     else:

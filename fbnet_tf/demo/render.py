@@ -208,7 +208,7 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
     for side in (-1, 1):
         ear = f.px(_ellipse((side * 0.76 * w, 0.12), (0.09, 0.19), 16))
         _fill(img, ear, skin * 0.92)
-        _line(img, f.px(_ellipse((side * 0.775 * w, 0.12), (0.05, 0.13), 9, -1.2, 1.4) * [1, 1]), skin * 0.7,
+        _line(img, f.px(_ellipse((side * 0.775 * w, 0.12), (0.05, 0.13), 9, -1.2, 1.4)), skin * 0.7,
               0.012 * s)
     theta = np.linspace(0.04 * np.pi, 0.96 * np.pi, 15)
     forehead = np.stack([0.76 * w * np.cos(theta) * (1 + 0.02 * np.sin(theta)),
@@ -253,7 +253,7 @@ def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.nd
             blob(f.px(np.concatenate([_curve([side * 0.52, 0.42 - cheek_up], [side * 0.18, 0.5 - cheek_up], 0.04),
                                       _curve([side * 0.18, 0.56 - cheek_up], [side * 0.52, 0.5 - cheek_up], 0.0)])),
                  -0.14 * f.a(6))
-    nose_side = 0.2 * np.sin(np.deg2rad(f.scene.yaw)) + 0.0
+    nose_side = 0.2 * np.sin(np.deg2rad(f.scene.yaw))
     for side in (-1, 1):  # the nose's sides, darker on the side turned away
         wing = p[31 if side < 0 else 35]
         strip = np.array([p[27] + [side * 0.04, 0.0], wing + [0.0, -0.05], wing + [side * 0.06, 0.0],
@@ -265,8 +265,6 @@ def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.nd
     blob(f.px(_ellipse((0, -0.45), (0.35, 0.18))), 0.06)
     chin = p[8] + [0, -0.16 + 0.03 * f.a(17)]
     blob(f.px(_ellipse(chin, (0.13, 0.08 + 0.02 * f.a(17)))), 0.05 + 0.12 * f.a(17))
-    blob(np.concatenate([f.px([[-0.36 * f.identity.face_width, 0.75], [0.36 * f.identity.face_width, 0.75]]),
-                         lm[[12, 8, 4]] + [0, 0.06 * s]]), -0.0)
     sigma = max(0.6, 0.035 * s)
     shade = cv2.GaussianBlur(shade, (0, 0), sigma)
     # Rounded look: darker towards the face outline, and a shadow on the neck under the jaw.
@@ -351,7 +349,7 @@ def _draw_eyes(img: np.ndarray, f: _Face) -> None:
         centre = p[eye].mean(axis=0) + np.asarray(f.scene.gaze, np.float32) * 0.05
         radius = 0.058 * i.eye_size * s
         layer = np.full_like(img, _u8(np.array([0.93, 0.91, 0.88]) * 0.95))
-        iris = f.px([centre], lift=0.0)[0]
+        iris = f.px([centre])[0]
         cv2.circle(layer, tuple(_px(iris)), int(radius * _ONE), _u8(i.iris), -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(layer, tuple(_px(iris)), int(radius * _ONE), _u8(i.iris * 0.5), max(1, int(0.01 * s)),
                    cv2.LINE_AA, _SHIFT)
@@ -378,7 +376,7 @@ def _draw_nose(img: np.ndarray, f: _Face) -> None:
         _fill(img, nostril, dark * 0.6)
         alar = _curve(p[wing] + [side * 0.0, 0.01], p[wing] + [side * 0.01, -0.09], side * 0.045, 7)
         _line(img, f.px(alar, lift=0.1), i.skin * 0.62, 0.012 * s)
-    tip = f.px(_ellipse(p[30] + [0.0, 0.0], (0.035, 0.025), 10), lift=0.26)
+    tip = f.px(_ellipse(p[30], (0.035, 0.025), 10), lift=0.26)
     _blend(img, np.minimum(i.skin * 1.15, 1), _mask(img.shape[:2], [tip]), 0.5)
 
 

@@ -7,7 +7,6 @@ files once every job is done, from the jobs' results in job order.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,7 @@ from fbnet_tf.demo import face_model as fm
 from fbnet_tf.demo import render as rd
 from fbnet_tf.demo import world
 from fbnet_tf.face import align, landmarks68_to_5, template
-from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, EXPRESSIONS, expression_index
+from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, expression_index
 
 AFFECTNET_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
                    "Uncertain", "No-Face")
@@ -112,7 +111,7 @@ def plan_affectnet(root: Path, rng: np.random.Generator, size: tuple) -> Plan:
                 points = next(landmarks)
                 x0, y0 = points[:, 0].min(), points[17:27, 1].min()
                 x1, y1 = points[:, 0].max(), points[:, 1].max()
-                y0 -= 0.3 * (y1 - y0)
+                y0 = max(0.0, y0 - 0.3 * (y1 - y0))  # the box covers the forehead, inside the picture
                 box = [int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0))]
                 flat = ";".join(f"{v:.2f}" for v in points.reshape(-1))
                 lines.append(f"{relative},{box[0]},{box[1]},{box[2]},{box[3]},{flat},{code},"
