@@ -243,13 +243,24 @@ def calibration_and_holdout(record_dirs, size: int, calibration: int = 100, hold
 
 
 def training_record_dirs(run_dir) -> list[str]:
-    """The record dirs the run was trained on (its config's `data.record_dirs`), for the representative dataset."""
+    """The record dirs the run was trained on (its config's `data.record_dirs`), for the representative dataset.
+
+    Relative paths were relative to wherever training ran: tried as given, then against the run dir's ancestors."""
     from fbnet_tf.runs import load_config
 
-    dirs = [d for d in load_config(run_dir).data.record_dirs if os.path.isdir(d)]
-    if not dirs:
-        raise ValueError(f"{run_dir}/config.yaml: data.record_dirs names no existing folder; pass --representative")
-    return dirs
+    run_dir = Path(run_dir).resolve()
+    found, missing = [], []
+    for directory in load_config(run_dir).data.record_dirs:
+        candidates = [Path(directory)] + ([] if os.path.isabs(directory)
+                                          else [base / directory for base in (run_dir, *run_dir.parents)])
+        existing = [c for c in candidates if c.is_dir()]
+        (found if existing else missing).append(str(existing[0]) if existing else directory)
+    if not found:
+        raise ValueError(f"{run_dir}/config.yaml: data.record_dirs {missing} not found (as given, nor under the run "
+                         "dir's parents); pass --representative DIR")
+    if missing:
+        log.warning("record dirs of the run not found, left out: %s", missing)
+    return found
 
 
 # ---------------------------------------------------------------- runners and parity

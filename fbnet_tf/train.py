@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -211,7 +212,8 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     _check_resumable(run, cfg)
     config_lib.save(cfg, run.config)
 
-    if train_data is None:
+    own_pipeline = train_data is None
+    if own_pipeline:
         train_data, data_steps, validation_data = datasets(cfg, strategy)
         steps_per_epoch = cfg.trainer.steps_per_epoch or data_steps
     else:
@@ -228,12 +230,16 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     runs.trim_history(run.root, done)
     if done:
         log.info("resuming %s after epoch %d of %d", run.root, done, cfg.trainer.epochs)
-    history = trainer.fit(train_data, epochs=cfg.trainer.epochs, steps_per_epoch=steps_per_epoch,
-                          validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
-                          callbacks=[*callbacks_for(run, validation=validation_data is not None,
-                                                    best_val_loss=runs.best_logged(run.root, "val_loss")),
-                                     *callbacks],
-                          verbose=cfg.trainer.verbose)
+    with warnings.catch_warnings():
+        if own_pipeline:  # our training stream repeats forever; only the (finite) validation split "runs out"
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        history = trainer.fit(train_data, epochs=cfg.trainer.epochs, steps_per_epoch=steps_per_epoch,
+                              validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
+                              callbacks=[*callbacks_for(run, validation=validation_data is not None,
+                                                        best_val_loss=runs.best_logged(run.root, "val_loss")),
+                                         *callbacks],
+                              verbose=cfg.trainer.verbose)
     inference_model(trainer.network).save(run.model)
     log.info("saved the inference model to %s", run.model)
     return trainer, history

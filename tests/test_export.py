@@ -255,3 +255,18 @@ def test_onnx_export_agrees_with_the_savedmodel(exported, tmp_path):
 def test_export_refuses_to_overwrite_a_version(exported):
     with pytest.raises(FileExistsError, match="version"):
         export.save_savedmodel(exported["model"], exported["version_dir"])
+
+
+def test_training_record_dirs_resolve_paths_relative_to_where_training_ran(tmp_path):
+    # Training ran in `project/` with record_dirs=["data/records"]; the run lives in project/runs/demo.
+    (tmp_path / "project" / "data" / "records").mkdir(parents=True)
+    run = tmp_path / "project" / "runs" / "demo"
+    run.mkdir(parents=True)
+    cfg = config.ExperimentConfig()
+    cfg.data.record_dirs = ["data/records", "data/missing"]
+    config.save(cfg, run / "config.yaml")
+    assert export.training_record_dirs(run) == [str(tmp_path / "project" / "data" / "records")]
+    cfg.data.record_dirs = ["data/missing"]
+    config.save(cfg, run / "config.yaml")
+    with pytest.raises(ValueError, match="--representative"):
+        export.training_record_dirs(run)

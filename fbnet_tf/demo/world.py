@@ -8,6 +8,7 @@ recovers exactly what was drawn. Intensities are handed to the renderer divided 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,8 +29,9 @@ _VA_FROM_AU = {12: (0.15, 0.05), 6: (0.08, 0.03), 15: (-0.12, -0.05), 4: (-0.08,
                5: (0.0, 0.12), 26: (0.0, 0.1), 25: (0.0, 0.05), 1: (-0.03, 0.04), 20: (-0.05, 0.08)}
 
 
+@lru_cache(maxsize=1)
 def tables() -> tuple[relatedness.RelatednessTable, relatedness.RelatednessTable]:
-    """(basic, compound) relatedness tables the world is drawn from."""
+    """(basic, compound) relatedness tables the world is drawn from (read once per process)."""
     return relatedness.load("du2014"), relatedness.load("du2014_compound")
 
 
