@@ -129,7 +129,8 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(values: Mapping[str, Any], base: ExperimentConfig | None = None, *, source: str = "config") -> ExperimentConfig:
+def from_dict(values: Mapping[str, Any], base: ExperimentConfig | None = None, *,
+              source: str = "config") -> ExperimentConfig:
     """A config from nested dicts (missing keys keep `base`'s values). Unknown keys raise, naming them."""
     cfg = base if base is not None else ExperimentConfig()
     return _merge(cfg, values, source, prefix="")

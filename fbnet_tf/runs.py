@@ -1,7 +1,7 @@
 """The run directory: everything a training run writes, in one folder from which it can be resumed or reproduced.
 
     <run_dir>/config.yaml     the resolved ExperimentConfig
-    <run_dir>/checkpoints/    last.weights.h5 every epoch, best.weights.h5 on the lowest val_loss
+    <run_dir>/checkpoints/    the network's weights: last.weights.h5 every epoch, best.weights.h5 on the lowest val_loss
     <run_dir>/backup/         keras.callbacks.BackupAndRestore state (weights, optimizer, epoch) for resuming
     <run_dir>/logs/           TensorBoard
     <run_dir>/history.csv     one row per finished epoch (CSVLogger)
@@ -98,14 +98,13 @@ def load_inference_model(run_dir_or_file: str | os.PathLike):
 
 
 def _from_checkpoint(path: Path):
-    from fbnet_tf.models.facebehaviornet import build_trainer, inference_model
+    from fbnet_tf.models.facebehaviornet import build_network, inference_model
 
     cfg = load_config(path.parent.parent)
     cfg = config_lib.override(cfg, ["model.weights=null"])  # the checkpoint holds every weight
-    trainer = build_trainer(cfg)
-    trainer.build((None, cfg.model.image_size, cfg.model.image_size, 3))
-    trainer.load_weights(path)
-    return inference_model(trainer.network)
+    network = build_network(cfg.model)
+    network.load_weights(path)
+    return inference_model(network)
 
 
 # ------------------------------------------------------------------------------------------------ resuming

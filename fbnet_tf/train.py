@@ -131,13 +131,18 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
     """
     import keras
 
+    class NetworkCheckpoint(keras.callbacks.ModelCheckpoint):
+        """Saves the network's weights only: the optimizer state (2x more for Adam) lives in backup/ already."""
+
+        def set_model(self, model):
+            super().set_model(getattr(model, "network", model))
+
     callbacks = [_stop_on_nan_callback(),
-                 keras.callbacks.ModelCheckpoint(str(run.checkpoints / "last.weights.h5"), save_weights_only=True)]
+                 NetworkCheckpoint(str(run.checkpoints / "last.weights.h5"), save_weights_only=True)]
     if validation:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(run.checkpoints / "best.weights.h5"),
-                                                         monitor="val_loss", save_best_only=True,
-                                                         save_weights_only=True,
-                                                         initial_value_threshold=best_val_loss))
+        callbacks.append(NetworkCheckpoint(str(run.checkpoints / "best.weights.h5"), monitor="val_loss",
+                                           save_best_only=True, save_weights_only=True,
+                                           initial_value_threshold=best_val_loss))
     callbacks.append(keras.callbacks.CSVLogger(str(run.history), append=True))
     if importlib.util.find_spec("tensorboard") is not None:  # tensorflow-cpu 2.21 no longer pulls it in
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"))

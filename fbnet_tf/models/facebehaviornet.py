@@ -142,14 +142,12 @@ class FaceBehaviorNetTrainer(keras.Model):
         coupling_terms = tuple(getattr(loss, "terms", ()))
         self.term_names = tuple(t for t in ("expression", "au", "va") if _TERM_TASK[t] in self.tasks) + coupling_terms
         self.term_trackers = [keras.metrics.Mean(name=f"loss_{t}") for t in self.term_names]
-        self.task_metrics = []
-        if "va" in self.tasks:
-            self.task_metrics += [StreamingCCC(dimension=0, name="ccc_valence"),
-                                  StreamingCCC(dimension=1, name="ccc_arousal")]
-        if "expr" in self.tasks:
-            self.task_metrics.append(keras.metrics.SparseCategoricalAccuracy(name="expr_accuracy"))
-        if "au" in self.tasks:
-            self.task_metrics.append(MaskedAUF1(name="au_f1"))
+        # Streaming metrics of the tasks the network has (None for the others).
+        has = set(self.tasks)
+        self.valence_ccc = StreamingCCC(dimension=0, name="ccc_valence") if "va" in has else None
+        self.arousal_ccc = StreamingCCC(dimension=1, name="ccc_arousal") if "va" in has else None
+        self.expr_accuracy = keras.metrics.SparseCategoricalAccuracy(name="expr_accuracy") if "expr" in has else None
+        self.au_f1 = MaskedAUF1(name="au_f1") if "au" in has else None
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -170,14 +168,15 @@ class FaceBehaviorNetTrainer(keras.Model):
         return total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        for metric in self.task_metrics:
-            if metric.name.startswith("ccc_"):
-                metric.update_state(y["va"], y_pred["valence_arousal"], y["va_mask"])
-            elif metric.name == "expr_accuracy":
-                labelled = ops.cast(ops.reshape(y["expr"], (-1,)) >= 0, "float32")
-                metric.update_state(ops.maximum(y["expr"], 0), y_pred["expression_logits"], sample_weight=labelled)
-            else:
-                metric.update_state(y["au"], ops.sigmoid(y_pred["au_logits"]), y["au_mask"])
+        if self.valence_ccc is not None:
+            self.valence_ccc.update_state(y["va"], y_pred["valence_arousal"], y["va_mask"])
+            self.arousal_ccc.update_state(y["va"], y_pred["valence_arousal"], y["va_mask"])
+        if self.expr_accuracy is not None:  # over the images with an expression label only
+            labelled = ops.cast(ops.reshape(y["expr"], (-1,)) >= 0, "float32")
+            self.expr_accuracy.update_state(ops.maximum(y["expr"], 0), y_pred["expression_logits"],
+                                            sample_weight=labelled)
+        if self.au_f1 is not None:
+            self.au_f1.update_state(y["au"], ops.sigmoid(y_pred["au_logits"]), y["au_mask"])
         return self.get_metrics_result()
 
     def _complete(self, targets, outputs):

@@ -43,13 +43,14 @@ EXPERIMENTS.update(SINGLE_TASK_EXPERIMENTS)
 
 # The CPU demo (`python -m fbnet_tf.train` with no arguments): the small preset and the full method, trained from
 # scratch. The paper's 1e-4 and coupling weight 1 assume VGG-FACE-initialised convs; from scratch the distribution
-# matching term (a sum over 17 AUs) first pulls every face to "neutral, no AU", which satisfies it trivially. With the
-# coupling at 0.1 and Adam at 3e-4 the demo learns: validation CCC ~0.4 (V and A), expression accuracy ~0.34 after
-# 10 epochs on the `small` demo world (about 0.4 s per 96-image step on a busy 2-core CPU).
+# matching term (a sum over 17 AUs) first pulls every face to "neutral, no AU", which satisfies it trivially, and
+# 1e-4 leaves the net there for most of the run. Measured on the `small` demo world, 12 epochs of 52 steps
+# (~0.25 s a step on a busy 2-core CPU): coupling 0.1 + Adam 1e-3 reaches validation CCC 0.84 (V) / 0.60 (A),
+# expression accuracy 0.71, AU F1 0.33; Adam 3e-4 only starts learning after epoch 9 (CCC 0.21 / 0.28).
 EXPERIMENTS["demo"] = {
     "model": {"preset": "small"},
     "loss": {"coupling": "soft_coannotation+distribution_matching", "relatedness": "du2014",
              "coupling_weight": 0.1},
     "data": {"batch_size": 96, "validation_batch_size": 128},
-    "trainer": {"epochs": 12, "learning_rate": 3e-4},
+    "trainer": {"epochs": 12, "learning_rate": 1e-3},
 }
