@@ -109,12 +109,54 @@ def _from_checkpoint(path: Path):
 
 # ------------------------------------------------------------------------------------------------ resuming
 
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_METADATA = "training_metadata.json"
+PREVIOUS = ".bkp"  # BackupAndRestore(double_checkpoint=True) keeps the state before the last one under this suffix
+
+
 def completed_epochs(run_dir_path: str | os.PathLike) -> int:
     """Epochs whose end state BackupAndRestore has saved (0 for a fresh run): where a rerun continues."""
-    metadata = run_dir(run_dir_path).backup / "training_metadata.json"
+    metadata = run_dir(run_dir_path).backup / BACKUP_METADATA
     if not metadata.is_file():
         return 0
     return int(json.loads(metadata.read_text())["epoch"])
+
+
+def repair_backup(run_dir_path: str | os.PathLike) -> str | None:
+    """Make the backup loadable after a kill in the middle of writing it.
+
+    A kill while BackupAndRestore writes leaves a truncated weights file or metadata. Then the previous state
+    (kept by `double_checkpoint=True`) replaces both; without one the backup is dropped and the run starts over.
+    Returns what was done (None when the backup was fine or absent).
+    """
+    import h5py
+
+    backup = run_dir(run_dir_path).backup
+    weights, metadata = backup / BACKUP_WEIGHTS, backup / BACKUP_METADATA
+    if not metadata.is_file() and not weights.is_file():
+        return None
+    if _readable(weights, metadata, h5py):
+        return None
+    previous_weights, previous_metadata = (Path(f"{p}{PREVIOUS}") for p in (weights, metadata))
+    if _readable(previous_weights, previous_metadata, h5py):
+        for source, target in ((previous_weights, weights), (previous_metadata, metadata)):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(source.read_bytes())
+            os.replace(tmp, target)
+        return f"{backup}: the last backup was cut short; restored the one before it"
+    for path in (weights, metadata, previous_weights, previous_metadata):
+        path.unlink(missing_ok=True)
+    return f"{backup}: unreadable backup and no previous one; starting over"
+
+
+def _readable(weights: Path, metadata: Path, h5py) -> bool:
+    try:
+        int(json.loads(metadata.read_text())["epoch"])
+        with h5py.File(weights, "r") as handle:
+            handle.visit(lambda name: None)  # walks every object header
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def trim_history(run_dir_path: str | os.PathLike, epochs: int) -> int:
@@ -126,7 +168,7 @@ def trim_history(run_dir_path: str | os.PathLike, epochs: int) -> int:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
         fields = rows and list(rows[0].keys())
-    kept = [row for row in rows if int(row["epoch"]) < epochs]
+    kept = [row for row in rows if _epoch(row) is not None and _epoch(row) < epochs and None not in row.values()]
     if len(kept) == len(rows):
         return len(kept)
     tmp = path.with_suffix(".csv.tmp")
@@ -139,6 +181,13 @@ def trim_history(run_dir_path: str | os.PathLike, epochs: int) -> int:
     if not kept:
         path.unlink()  # CSVLogger writes the header again when the file is absent
     return len(kept)
+
+
+def _epoch(row: dict) -> int | None:
+    try:
+        return int(row["epoch"])
+    except (KeyError, TypeError, ValueError):  # a row cut short by a kill
+        return None
 
 
 def best_logged(run_dir_path: str | os.PathLike, column: str) -> float | None:

@@ -148,7 +148,8 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"))
     else:
         log.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install tensorboard)", run.logs)
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False,
+                                                      double_checkpoint=True))
     return callbacks
 
 
@@ -214,6 +215,9 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     configure_runtime(cfg.runtime)
     strategy = make_strategy(cfg.runtime.strategy)
     run = runs.run_dir(worker_run_dir(strategy, run_dir)).create()
+    repaired = runs.repair_backup(run.root)  # a kill may have cut the last backup short
+    if repaired:
+        log.warning(repaired)
     _check_resumable(run, cfg)
     config_lib.save(cfg, run.config)
 

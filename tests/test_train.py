@@ -225,3 +225,37 @@ def test_cli_resumes_a_killed_run_without_repeating_or_losing_epochs(tmp_path):
     started = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert started and started[0] != f"Epoch 1/{total}" and started[-1] == f"Epoch {total}/{total}"
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "best.weights.h5").is_file()
+
+
+def test_a_backup_cut_short_falls_back_to_the_previous_one(tmp_path):
+    import h5py
+
+    from fbnet_tf import runs
+
+    backup = runs.run_dir(tmp_path).backup
+    backup.mkdir(parents=True)
+    with h5py.File(backup / "latest.weights.h5.bkp", "w") as f:
+        f.create_dataset("w", data=np.arange(3.0))
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
+    full = (backup / "latest.weights.h5.bkp").read_bytes()
+    (backup / "latest.weights.h5").write_bytes(full[: len(full) // 2])  # killed while writing epoch 5
+    (backup / "training_metadata.json").write_text('{"epoch": 4, "batch": 0}')
+    assert "restored the one before it" in runs.repair_backup(tmp_path)
+    assert runs.completed_epochs(tmp_path) == 4
+    assert (backup / "latest.weights.h5").read_bytes() == full
+    assert runs.repair_backup(tmp_path) is None  # now sound
+    (backup / "training_metadata.json").write_text('{"epo')  # cut inside the metadata, no previous state
+    for name in ("latest.weights.h5.bkp", "training_metadata.json.bkp"):
+        (backup / name).unlink()
+    assert "starting over" in runs.repair_backup(tmp_path)
+    assert runs.completed_epochs(tmp_path) == 0
+
+
+def test_history_rows_past_the_backup_or_cut_short_are_dropped(tmp_path):
+    from fbnet_tf import runs
+
+    history = runs.run_dir(tmp_path).history
+    history.write_text("epoch,loss\n0,3.0\n1,2.5\n2,2.25\n3")
+    assert runs.trim_history(tmp_path, 2) == 2
+    assert history.read_text().splitlines() == ["epoch,loss", "0,3.0", "1,2.5"]
+    assert runs.best_logged(tmp_path, "loss") == 2.5
