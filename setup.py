@@ -15,6 +15,7 @@ setup(
         "tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'",
         "tensorflow>=2.21,<2.22; platform_machine!='x86_64'",
         "keras>=3.10,<4",
+        "tensorboard>=2.21,<2.22",  # the TensorBoard callback; tensorflow-cpu 2.21 no longer pulls it in
         "numpy>=1.26,<3",
         # 5.x ships no Haar cascades and changed the video API; stay on 4.x.
         "opencv-python-headless>=4.8,<5",

@@ -68,6 +68,8 @@ class LossConfig:
     dm_variant: str = "membership"
     dm_form: str = "bernoulli"
     coupling_weight: float = 1.0
+    coannotation_missing: str = "absent"  # required-but-unannotated AUs count as absent ("ignore": judge the rest)
+    dm_skip_unlinked: bool = False  # True: AUs no expression links to (AU14 in du2014) leave distribution matching
 
 
 @dataclass
