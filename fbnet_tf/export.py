@@ -22,7 +22,6 @@ The SavedModel is always written: it is the reference every other file is checke
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
+from fbnet_tf.records import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +200,15 @@ def write_warmup_requests(version_dir, images, model_name="fbnet", batch_sizes=(
 
 # ---------------------------------------------------------------- data for calibration and parity
 
-def record_files(record_dirs, splits=None) -> list[str]:
-    """Sorted `<source>-<split>.tfrecord-*` shards in `record_dirs`, optionally only the given splits."""
+def record_files(record_dirs, splits=SPLITS) -> list[str]:
+    """Sorted `<source>-<split>.tfrecord-*` shards of the given splits in `record_dirs`."""
+    from fbnet_tf.data import record_files as split_files
+
     files = []
     for directory in record_dirs:
-        found = sorted(glob.glob(os.path.join(directory, "*.tfrecord-*")))
-        if not found:
+        if not split_files(directory, "*"):
             raise FileNotFoundError(f"{directory}: no <source>-<split>.tfrecord-* shards")
-        files += [f for f in found if splits is None
-                  or os.path.basename(f).split(".tfrecord-")[0].rsplit("-", 1)[-1] in splits]
+        files += [f for split in splits for f in split_files(directory, split)]
     return files
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from fbnet_tf import video
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
 
 log = logging.getLogger(__name__)
@@ -128,35 +129,12 @@ def read_frames(path: Path, every: int = 1) -> Iterator[Frame]:
 
 
 def _video_frames(path: Path, every: int) -> Iterator[Frame]:
-    capture = cv2.VideoCapture(str(path))
+    rate = video.fps(path)
     try:
-        if not capture.isOpened():
-            yield Frame(str(path), 0, 0.0, error="cannot open video (corrupt or unsupported codec)")
-            return
-        fps = capture.get(cv2.CAP_PROP_FPS) or math.nan
-        index = 0
-        while True:
-            if index % every == 0:
-                ok, image = capture.read()
-            else:
-                ok, image = capture.grab(), None  # skip decoding frames we do not use
-            if not ok:
-                if index == 0:
-                    yield Frame(str(path), 0, 0.0, error="no decodable frame in the video")
-                return
-            if image is not None:
-                yield Frame(str(path), index, index / fps, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-            index += 1
-    finally:
-        capture.release()
-
-
-def video_frame_count(path: Path, every: int = 1) -> int:
-    """Frames `read_frames` will yield for a video (from its header; 0 when unknown)."""
-    capture = cv2.VideoCapture(str(path))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
-    return max(0, -(-count // every))
+        for index, image in video.frames(path, stride=every):
+            yield Frame(str(path), index, index / rate, image)
+    except video.VideoError as err:
+        yield Frame(str(path), 0, 0.0, error=str(err))
 
 
 # ---------------------------------------------------------------- predictor
@@ -259,7 +237,7 @@ def _frames_of(source, every: int) -> tuple[Iterable[Frame], int]:
         return [Frame("<array>", 0, 0.0, _as_rgb_uint8(source))], 1
     if isinstance(source, (str, os.PathLike)):
         files = input_files(source)
-        total = sum(video_frame_count(f, every) if f.suffix.lower() in VIDEO_EXTENSIONS else 1 for f in files)
+        total = sum(video.frame_count(f, every) if f.suffix.lower() in VIDEO_EXTENSIONS else 1 for f in files)
         return (frame for f in files for frame in read_frames(f, every)), total
     frames = (Frame("<frames>", i, math.nan, _as_rgb_uint8(image))
               for i, image in enumerate(source) if i % every == 0)

@@ -171,38 +171,17 @@ def read_image(path: Path, file=None, line: int | None = None) -> np.ndarray:
 
 
 def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iterator[tuple[int, np.ndarray]]:
-    """Lazily yield (frame index, RGB uint8 frame) for every `stride`-th frame of a video, from `start`.
-
-    Frames are decoded one at a time (never the whole video in memory); skipped frames are grabbed, not decoded.
-    Raises Skip(MISSING_FILE / UNREADABLE_VIDEO) when the video cannot be opened, and Skip(UNREADABLE_VIDEO) after
-    the last frame when it yielded none (OpenCV opened the file but decoded nothing: a corrupt video must not
-    vanish silently).
-    """
-    import cv2
+    """Lazily yield (frame index, RGB uint8 frame) for every `stride`-th frame of a video, from `start`
+    (`fbnet_tf.video.frames`). Raises Skip(MISSING_FILE) for a missing video and Skip(UNREADABLE_VIDEO) for one
+    that cannot be opened or yields no frame."""
+    from fbnet_tf import video
 
     if not Path(path).is_file():
         raise Skip(Reason.MISSING_FILE, f"video {path} does not exist", file or path)
-    capture = cv2.VideoCapture(str(path))
     try:
-        if not capture.isOpened():
-            raise Skip(Reason.UNREADABLE_VIDEO, f"OpenCV cannot open video {path}", file or path)
-        index, yielded = 0, 0
-        while True:
-            wanted = index >= start and (index - start) % max(1, stride) == 0
-            if not capture.grab():
-                break
-            if wanted:
-                ok, frame = capture.retrieve()
-                if not ok or frame is None:
-                    break
-                yielded += 1
-                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        capture.release()
-    if not yielded:
-        raise Skip(Reason.UNREADABLE_VIDEO, f"{path} has {index} frames, none from frame {start} on"
-                   if 0 < index <= start else f"no frame of {path} could be decoded", file or path)
+        yield from video.frames(path, stride, start)
+    except video.VideoError as err:
+        raise Skip(Reason.UNREADABLE_VIDEO, str(err), file or path) from None
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
