@@ -160,10 +160,25 @@ def eval_image(encoded, image_size: int):
 
 
 def train_image(encoded, image_size: int, seed):
-    """Random crop and horizontal flip of one image, driven by a [2] stateless seed (reproducible anywhere)."""
+    """Random crop and horizontal flip of one image, driven by a [2] stateless seed (reproducible anywhere).
+
+    A JPEG already stored at image_size * CROP_MARGIN (what the builders write for this size) is decoded only
+    inside the crop window, which is cheaper than a full decode; anything else is decoded, resized and cropped."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-    image = _resize_to(_decode(encoded), _stored_side(image_size))
-    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+    side = _stored_side(image_size)
+    corner = tf.random.stateless_uniform([2], crop_seed, 0, side - image_size + 1, dtype=tf.int32)
+
+    def crop_while_decoding():
+        window = tf.concat([corner, [image_size, image_size]], axis=0)
+        return tf.cast(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), tf.float32)
+
+    def decode_then_crop():
+        image = _resize_to(_decode(encoded), side)
+        return tf.slice(image, tf.concat([corner, [0]], axis=0), [image_size, image_size, 3])
+
+    at_side = tf.cond(tf.io.is_jpeg(encoded), lambda: tf.reduce_all(tf.io.extract_jpeg_shape(encoded)[:2] == side),
+                      lambda: tf.constant(False))
+    image = tf.ensure_shape(tf.cond(at_side, crop_while_decoding, decode_then_crop), [image_size, image_size, 3])
     # Expressions and AUs are symmetric labels here: a mirrored face keeps them.
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 

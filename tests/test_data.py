@@ -303,3 +303,25 @@ def test_record_level_sharding_when_workers_outnumber_files(three_streams):
                                       deterministic=True, input_context=context)
         seen.append({int(k) for images, _ in take(ds, 10) for k in image_ids(images)})
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(90, 100))
+
+
+def test_crop_while_decoding_equals_decode_then_crop():
+    """The fast path (a JPEG at the stored side, decoded only inside the crop window) gives the pixels of the
+    full decode followed by the same crop; other sizes and PNGs take the resize path and keep the output size."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    side = data._stored_side(32)
+    picture = cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), (5, 5), 0)
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    seed = tf.constant([7, 11], tf.int64)
+    fast = data.train_image(tf.constant(jpeg), 32, seed).numpy()
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    top, left = tf.random.stateless_uniform([2], crop_seed, 0, side - 32 + 1, dtype=tf.int32).numpy()
+    full = tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32)[top:top + 32, left:left + 32]
+    flipped = tf.image.stateless_random_flip_left_right(full, seed=flip_seed).numpy()
+    assert np.abs(fast - flipped).max() <= 2.0  # libjpeg's windowed decode may round chroma edges differently
+    for encoded in (cv2.imencode(".png", picture)[1].tobytes(),
+                    cv2.imencode(".jpg", cv2.resize(picture, (50, 50)))[1].tobytes()):
+        other = data.train_image(tf.constant(encoded), 32, seed).numpy()
+        assert other.shape == (32, 32, 3) and 0 <= other.min() and other.max() <= 255
