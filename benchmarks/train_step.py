@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fbnet_tf import config  # noqa: E402
+from fbnet_tf.labels import AUS, EXPRESSIONS  # noqa: E402
 from fbnet_tf.models import facebehaviornet as fbn  # noqa: E402
 
 
@@ -39,11 +40,11 @@ def three_stream_batch(n: int, size: int, seed: int = 0):
     is_va, is_au = rows < n_va, (rows >= n_va) & (rows < n_va + n_au)
     is_expr = rows >= n_va + n_au
     images = rng.uniform(0, 255, (n, size, size, 3)).astype(np.float32)
-    targets = {"expr": np.where(is_expr, rng.integers(0, 7, n), -1).astype(np.int32),
+    targets = {"expr": np.where(is_expr, rng.integers(0, len(EXPRESSIONS), n), -1).astype(np.int32),
                "va": np.where(is_va[:, None], rng.uniform(-1, 1, (n, 2)), 0).astype(np.float32),
                "va_mask": is_va.astype(np.float32),
-               "au": np.where(is_au[:, None], rng.random((n, 17)) > 0.7, 0).astype(np.float32),
-               "au_mask": np.repeat(is_au[:, None], 17, axis=1).astype(np.float32)}
+               "au": np.where(is_au[:, None], rng.random((n, len(AUS))) > 0.7, 0).astype(np.float32),
+               "au_mask": np.repeat(is_au[:, None], len(AUS), axis=1).astype(np.float32)}
     return images, targets
 
 

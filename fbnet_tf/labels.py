@@ -17,6 +17,8 @@ EXPRESSIONS: tuple[str, ...] = ("Neutral", "Anger", "Disgust", "Fear", "Happines
 # 17 action units: the union of the AU sets of the AU databases the paper trains on.
 AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26)
 AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in AUS)
+# The 12 AUs the ABAW 2022+ challenges score (a subset of AUS).
+ABAW2022_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
 
 VA_NAMES: tuple[str, ...] = ("valence", "arousal")
 

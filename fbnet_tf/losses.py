@@ -14,10 +14,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from fbnet_tf import relatedness as _relatedness
+from fbnet_tf.config import COUPLINGS
 from fbnet_tf.labels import EXPRESSIONS
 
-COUPLINGS = ("none", "coannotation", "soft_coannotation", "distribution_matching",
-             "soft_coannotation+distribution_matching")
 DM_VARIANTS = ("membership", "normalised", "weighted")
 DM_FORMS = ("bernoulli", "literal")
 _PROB_EPSILON = 1e-7  # q is clipped to [eps, 1 - eps] before its log
@@ -290,9 +289,8 @@ class MultiTaskLoss:
             terms["distribution_matching"] = distribution_matching_loss(
                 tf.nn.softmax(tf.cast(expr_logits, tf.float32)), tf.sigmoid(tf.cast(au_logits, tf.float32)),
                 self.table, self.dm_variant, self.dm_form, self.dm_skip_unlinked)
-        for name in ("soft_coannotation", "distribution_matching"):
-            if name in terms:
-                total += self.weights[name] * terms[name]
+        for name in self.terms:
+            total += self.weights[name] * terms[name]
         return {"loss": total, **terms}
 
     def _coannotate(self, expr, au, au_mask):

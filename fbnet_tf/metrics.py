@@ -17,9 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fbnet_tf.labels import AUS
-
-ABAW2022_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)  # the 12 AUs of ABAW 2022+
+from fbnet_tf.labels import ABAW2022_AUS, AUS
 
 
 # ---------------------------------------------------------------- continuous affect

@@ -158,9 +158,8 @@ class Predictor:
         the annotated images / videos there."""
         import pandas as pd
 
-        rows, errors = [], []
-        for row in self.iter_rows(image_or_frames, every, annotate_dir, errors):
-            rows.append(row)
+        errors = []
+        rows = list(self.iter_rows(image_or_frames, every, annotate_dir, errors))
         self.errors = pd.DataFrame(errors, columns=ERROR_COLUMNS)
         return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -272,9 +271,8 @@ class _AnnotationWriter:
             return
         if self.video_file != frame.file:
             self.close()
-            capture = cv2.VideoCapture(frame.file)
-            fps = (capture.get(cv2.CAP_PROP_FPS) or 25.0) / self.every  # real-time playback of the kept frames
-            capture.release()
+            rate = video.fps(frame.file)
+            fps = (rate if math.isfinite(rate) else 25.0) / self.every  # real-time playback of the kept frames
             height, width = image.shape[:2]
             self.video = cv2.VideoWriter(str(self.directory / f"{source.stem}.mp4"),
                                          cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))

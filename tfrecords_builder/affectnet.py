@@ -27,6 +27,7 @@ from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 ORIGINAL_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
                   "Uncertain", "No-Face")
 NEWER_CODES = ORIGINAL_CODES[:8]
+CANONICAL = expression_map(ORIGINAL_CODES)  # native code -> canonical index or -1 (NEWER_CODES is a prefix)
 NO_FACE_CODE = 10
 HEADER = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
           "expression", "valence", "arousal")
@@ -86,7 +87,6 @@ class AffectNet(Builder):
         image_dir = next((self.root / d for d in IMAGE_DIRS if (self.root / d).is_dir()), None)
         if image_dir is None:
             raise self.layout_error("no image folder " + " or ".join(IMAGE_DIRS))
-        codes = expression_map(ORIGINAL_CODES)
         for name, released in ORIGINAL_FILES:
             path = self.root / LISTS / name
             if not path.is_file():
@@ -99,13 +99,13 @@ class AffectNet(Builder):
                     if not row or (line == 1 and row[0].strip() == HEADER[0]):
                         continue  # blank line, or the header some copies carry
                     try:
-                        item = self._original_row(row, image_dir, codes, released, file, line)
+                        item = self._original_row(row, image_dir, released, file, line)
                     except Skip as skip:
                         yield skip
                         continue
                     yield item
 
-    def _original_row(self, row, image_dir, codes, released, file, line) -> Item:
+    def _original_row(self, row, image_dir, released, file, line) -> Item:
         where = {"file": file, "line": line}
         if len(row) != len(HEADER):
             raise Skip(Reason.BAD_ROW, f"{len(row)} columns; expected {len(HEADER)}: {','.join(HEADER)}", **where)
@@ -133,14 +133,14 @@ class AffectNet(Builder):
                                                  f"face box: landmarks {row[5][:40]!r}, box {row[1:5]}", **where)
         # Held out by the listed path, so every copy of the release (compressed or not) splits the same way.
         return Item(split=self._split(released, row[0].strip()), key=self.relative(image), file=file, line=line,
-                    data={"expr": int(codes[code]), "va": va, "points": points, "box": box})
+                    data={"expr": int(CANONICAL[code]), "va": va, "points": points, "box": box})
 
     def _check_code(self, code: int, va, n_codes: int, where: dict) -> None:
         if not 0 <= code < n_codes:
             raise Skip(Reason.LABEL_OUT_OF_RANGE, f"expression code {code} outside 0..{n_codes - 1}", **where)
         if code == NO_FACE_CODE:
             raise Skip(Reason.NO_FACE, "expression code 10 (No-Face)", **where)
-        if expression_map(ORIGINAL_CODES)[code] < 0 and (va is None or not self.options["keep_non_basic"]):
+        if CANONICAL[code] < 0 and (va is None or not self.options["keep_non_basic"]):
             raise Skip(Reason.NO_LABEL, f"expression code {code} ({ORIGINAL_CODES[code]}) is not a basic "
                                         "expression and valence/arousal are not annotated", **where)
 
@@ -187,7 +187,7 @@ class AffectNet(Builder):
         if landmarks.size != 136:
             raise Skip(Reason.BAD_LANDMARKS, f"{item.data['id']}_lnd.npy holds {landmarks.size} numbers; "
                                              "expected 136", **where)
-        return {"expr": int(expression_map(NEWER_CODES)[code]), "va": va,
+        return {"expr": int(CANONICAL[code]), "va": va,
                 "points": np.round(face.landmarks68_to_5(landmarks.reshape(68, 2)), 3).tolist(), "box": None}
 
     # --- both ----------------------------------------------------------------------------------------------------

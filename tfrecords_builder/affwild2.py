@@ -34,6 +34,7 @@ import re
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_columns, expression_index, expression_map, parse_au_number
+from fbnet_tf.records import SPLITS
 from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, parse_int, resolve_in_root
 
 RELEASES = {  # release -> task -> accepted folder names
@@ -52,7 +53,7 @@ MTL_FILES = {f"{name}_set_annotations{suffix}.txt": split for name, split in (("
 MTL_EXPRESSIONS = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
 IMAGES = "cropped_aligned"
 VA_MISSING, CODE_MISSING = -5.0, -1
-SPLIT_PRIORITY = {"train": 0, "validation": 1, "test": 2}  # a video in several splits goes to the highest
+SPLIT_PRIORITY = {split: rank for rank, split in enumerate(SPLITS)}  # a video in several splits goes to the highest
 _FRAME_IMAGE = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)
 
 
@@ -167,6 +168,7 @@ class AffWild2(Builder):
             columns = {name: header.index(name) for name in ("image", "valence", "arousal", "expression")
                        if name in header}
             au_header = [h for h in header if h.startswith("au")]
+            au_positions = [header.index(h) for h in au_header]
             if len(columns) < 4 or not au_header:
                 yield Skip(Reason.BAD_ROW, f"header {lines[:1]} is not "
                                            "'image,valence,arousal,expression,AU1,...,AU26'", file=rel, line=1)
@@ -196,7 +198,7 @@ class AffWild2(Builder):
                 entry["rows"].append([rel, line_number, int(match.group(1)),
                                       fields[columns["valence"]], fields[columns["arousal"]],
                                       fields[columns["expression"]]]
-                                     + [fields[header.index(h)] for h in au_header])
+                                     + [fields[i] for i in au_positions])
                 entry.setdefault("au_headers", {})[rel] = au_header
 
     # --- examples (worker) ---------------------------------------------------------------------------------

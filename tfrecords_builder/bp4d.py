@@ -134,7 +134,8 @@ class Bp4d(Builder):
             au, mask = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32)
             for number_of_au, code in codes.items():
                 if code != MISSING:
-                    au[au_index(number_of_au)], mask[au_index(number_of_au)] = code, 1.0
+                    position = au_index(number_of_au)
+                    au[position], mask[position] = code, 1.0
             if not mask.any():
                 yield Skip(Reason.NO_LABEL, f"frame {frame}: every AU is {MISSING} (missing)", **where)
                 continue

@@ -12,6 +12,7 @@ from tfrecords_builder.base import Builder, Item, Reason, Skip, parse_int, resol
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+_BASIC_TO_CANONICAL = expression_map(BASIC_NAMES)
 # Native compound codes 1..11, mapped onto Du et al.'s order by name.
 COMPOUND_NAMES = ("Happily Surprised", "Happily Disgusted", "Sadly Fearful", "Sadly Angry", "Sadly Surprised",
                   "Sadly Disgusted", "Fearfully Angry", "Fearfully Surprised", "Angrily Surprised",
@@ -41,7 +42,7 @@ class RafDb(Builder):
         raise self.layout_error(f"no {self.PART}/{LABEL_FILE}")
 
     def _label(self, code: int) -> dict:
-        return {"expr": int(expression_map(BASIC_NAMES)[code - 1])}
+        return {"expr": int(_BASIC_TO_CANONICAL[code - 1])}
 
     def _num_codes(self) -> int:
         return len(BASIC_NAMES)

@@ -179,14 +179,12 @@ class Semaine(Builder):
         return None
 
     def examples(self, item: Item):
-        import cv2
+        from fbnet_tf import video
 
         path = self.root / item.data["video"]
         fps = float(self.options["fps"])
         if fps <= 0:
-            capture = cv2.VideoCapture(str(path))
-            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) if capture.isOpened() else 0.0
-            capture.release()
+            fps = video.fps(path)  # NaN when the header has none
         if not math.isfinite(fps) or fps <= 0:
             raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N")
         start, end = item.data["range"]

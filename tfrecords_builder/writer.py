@@ -22,7 +22,7 @@ import numpy as np
 
 from fbnet_tf.labels import AU_NAMES, COMPOUND_EXPRESSIONS, EXPRESSIONS
 from fbnet_tf.records import SPLITS, encode_example
-from tfrecords_builder.base import Builder, Item, Skip
+from tfrecords_builder.base import Builder, Item, Reason, Skip
 from tfrecords_builder.registry import get_builder
 
 MANIFEST = "manifest.json"
@@ -76,7 +76,7 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
             if stop_after is not None and written >= stop_after and shard is not pending[-1]:
                 raise BuildInterrupted(f"stopped after {written} shard(s) as asked")
 
-    manifest = _manifest(builder, plan, listing_skips, arguments, [s["file"] for s in resumed], out)
+    manifest = _manifest(builder, plan, listing_skips, arguments, [s["file"] for s in resumed])
     _remove_stale(out, builder, plan)
     _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
     if progress:
@@ -97,7 +97,7 @@ def _list(builder: Builder, strict: bool, progress: bool) -> tuple[dict[str, lis
         if isinstance(entry, Skip):
             skips.append(entry.record(split=None, sample_id=None))
         elif entry.key in seen:
-            skips.append(Skip("duplicate", f"{entry.key} is listed more than once; the first is kept",
+            skips.append(Skip(Reason.DUPLICATE, f"{entry.key} is listed more than once; the first is kept",
                               entry.file, entry.line).record(split=entry.split, sample_id=entry.key))
         else:
             seen.add(entry.key)
@@ -317,7 +317,7 @@ class _LabelCounter:
                 self.counts[key] += value
 
 
-def _manifest(builder, plan, listing_skips, arguments, resumed, out) -> dict:
+def _manifest(builder, plan, listing_skips, arguments, resumed) -> dict:
     splits, skipped = {}, list(listing_skips)
     for shard in plan:
         state = shard["state"]
@@ -416,8 +416,9 @@ class _ProgressBars:
 def _remove_stale(out: Path, builder: Builder, plan: list[dict]) -> None:
     """Shards of an earlier run with another shard count, and temp files of a killed run, would mislead readers."""
     keep = {shard["file"] for shard in plan}
+    prefixes = {f"{builder.NAME}-{split}" for split in SPLITS}
     for path in out.glob(f"{builder.NAME}-*.tfrecord-*-of-*"):
-        if path.name not in keep and path.name.split(".tfrecord-")[0] in {f"{builder.NAME}-{s}" for s in SPLITS}:
+        if path.name not in keep and path.name.split(".tfrecord-")[0] in prefixes:
             path.unlink()
             (out / STATE_DIR / (path.name + ".json")).unlink(missing_ok=True)
     for path in out.glob(f".{builder.NAME}-*.tfrecord-*.tmp"):

@@ -8,7 +8,7 @@ from the same intensities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -150,9 +150,6 @@ class Identity:
     @property
     def iris(self) -> np.ndarray:
         return np.array([self.iris_r, self.iris_g, self.iris_b], np.float32)
-
-    def as_dict(self) -> dict[str, float]:
-        return {f.name: round(float(getattr(self, f.name)), 4) for f in fields(self)}
 
 
 # Skin tones (RGB 0..1) from pale to dark; an identity interpolates between two neighbours.

@@ -62,9 +62,9 @@ def aligned(identity: fm.Identity, au, size: int, template5: np.ndarray, **kwarg
     kwargs.setdefault("roll", 0.0)
     unit = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
     points = landmarks_px(identity, au, Scene(size, size, unit, **kwargs))
-    s = similarity_transform(landmarks68_to_5(points), template5)
-    matrix = s[:, :2] @ unit[:, :2]
-    return Scene(size, size, tuple(map(tuple, np.hstack([matrix, s[:, 2:]]).tolist())), **kwargs)
+    # Drawn at the unit matrix, so the similarity transform of its points is the scene's matrix itself.
+    matrix = similarity_transform(landmarks68_to_5(points), template5)
+    return Scene(size, size, tuple(map(tuple, matrix.tolist())), **kwargs)
 
 
 def landmarks_px(identity: fm.Identity, au, scene: Scene) -> np.ndarray:

@@ -18,13 +18,13 @@ from fbnet_tf.demo import face_model as fm
 from fbnet_tf.demo import render as rd
 from fbnet_tf.demo import world
 from fbnet_tf.face import align, landmarks68_to_5, template
-from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, expression_index
+from fbnet_tf.labels import ABAW2022_AUS, AUS, COMPOUND_EXPRESSIONS, expression_index
 
 AFFECTNET_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
                    "Uncertain", "No-Face")
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
                     "valence,arousal")
-ABAW_AUS = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
+ABAW_AUS = ABAW2022_AUS  # the AU_Detection_Challenge header
 ABAW_EXPR = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
 ABAW_TASKS = {"VA_Estimation_Challenge": "valence,arousal",
               "EXPR_Recognition_Challenge": ",".join(ABAW_EXPR),

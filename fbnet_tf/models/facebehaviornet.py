@@ -17,10 +17,10 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from fbnet_tf.config import TASKS
 from fbnet_tf.labels import AUS, EXPRESSIONS, VA_NAMES
 from fbnet_tf.models.vggface import INITIALIZER, VGGFaceBackbone
 
-TASKS = ("va", "expr", "au")
 # task -> (raw output name, units). The paper's single linear output layer is these three Dense layers side by
 # side: the same 26 linear units, split so that each task's head (and its gradient) has a name.
 HEADS = {"va": ("valence_arousal", len(VA_NAMES)), "expr": ("expression_logits", len(EXPRESSIONS)),
@@ -37,8 +37,6 @@ class FaceBehaviorNet(keras.Model):
         dropout: dropout rate after each of them (0.5).
         tasks: which heads, among "va", "expr", "au".
     """
-
-    backbone_cls = VGGFaceBackbone
 
     def __init__(self, backbone: VGGFaceBackbone, fc_units: int = 4096, dropout: float = 0.5,
                  tasks: Sequence[str] = TASKS, **kwargs):
@@ -140,7 +138,7 @@ class FaceBehaviorNetTrainer(keras.Model):
         self.multitask_loss = loss
         self.tasks = tuple(network.tasks)
         coupling_terms = tuple(getattr(loss, "terms", ()))
-        self.term_names = tuple(t for t in ("expression", "au", "va") if _TERM_TASK[t] in self.tasks) + coupling_terms
+        self.term_names = tuple(t for t, task in _TERM_TASK.items() if task in self.tasks) + coupling_terms
         self.term_trackers = [keras.metrics.Mean(name=f"loss_{t}") for t in self.term_names]
         # Streaming metrics of the tasks the network has (None for the others).
         has = set(self.tasks)
