@@ -140,61 +140,77 @@ def stream_batch_sizes(sizes: Mapping[str, int], batch_size: int) -> dict[str, i
 
 def _decode(encoded):
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    return tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)
-
-
-def _resize_to(image, side: int):
-    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], side))
-    image = tf.cond(same, lambda: image, lambda: tf.image.resize(image, [side, side]))
-    return tf.ensure_shape(image, [side, side, 3])
+    return tf.ensure_shape(image, [None, None, 3])
 
 
 def _stored_side(image_size: int) -> int:
     return int(round(image_size * CROP_MARGIN))
 
 
-def eval_image(encoded, image_size: int):
-    """Decode, resize to image_size * CROP_MARGIN and take the centre crop: float32 RGB 0..255."""
-    image = _resize_to(_decode(encoded), _stored_side(image_size))
-    return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+def _crop(encoded, image_size: int, corner):
+    """The image_size x image_size window at `corner` ([2] int32, top-left) of the image at image_size * CROP_MARGIN:
+    uint8 RGB.
 
-
-def train_image(encoded, image_size: int, seed):
-    """Random crop and horizontal flip of one image, driven by a [2] stateless seed (reproducible anywhere).
-
-    A JPEG already stored at image_size * CROP_MARGIN (what the builders write for this size) is decoded only
-    inside the crop window, which is cheaper than a full decode; anything else is decoded, resized and cropped."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    A JPEG already stored at that side (what the builders write for this size) is decoded only inside the window,
+    which is cheaper than a full decode; anything else is decoded, resized to that side, rounded and cropped."""
     side = _stored_side(image_size)
-    corner = tf.random.stateless_uniform([2], crop_seed, 0, side - image_size + 1, dtype=tf.int32)
 
     def crop_while_decoding():
         window = tf.concat([corner, [image_size, image_size]], axis=0)
-        return tf.cast(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), tf.float32)
+        return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
 
     def decode_then_crop():
-        image = _resize_to(_decode(encoded), side)
-        return tf.slice(image, tf.concat([corner, [0]], axis=0), [image_size, image_size, 3])
+        image = _decode(encoded)
+        resized = tf.cond(tf.reduce_all(tf.equal(tf.shape(image)[:2], side)), lambda: image,
+                          lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, [side, side]), 0, 255)),
+                                          tf.uint8))
+        return tf.slice(resized, tf.concat([corner, [0]], axis=0), [image_size, image_size, 3])
 
     at_side = tf.cond(tf.io.is_jpeg(encoded), lambda: tf.reduce_all(tf.io.extract_jpeg_shape(encoded)[:2] == side),
                       lambda: tf.constant(False))
-    image = tf.ensure_shape(tf.cond(at_side, crop_while_decoding, decode_then_crop), [image_size, image_size, 3])
-    # Expressions and AUs are symmetric labels here: a mirrored face keeps them.
-    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return tf.ensure_shape(tf.cond(at_side, crop_while_decoding, decode_then_crop), [image_size, image_size, 3])
+
+
+def _centre_corner(image_size: int):
+    return tf.fill([2], (_stored_side(image_size) - image_size) // 2)
+
+
+def eval_image(encoded, image_size: int):
+    """The centre image_size crop of the image at image_size * CROP_MARGIN: float32 RGB 0..255."""
+    return tf.cast(_crop(encoded, image_size, _centre_corner(image_size)), tf.float32)
+
+
+def train_image(encoded, image_size: int, seed):
+    """A random image_size crop of the image at image_size * CROP_MARGIN, uint8, driven by a [2] stateless seed
+    (reproducible anywhere). The flip and colour jitter come later, on the whole batch (`augment_batch`)."""
+    corner = tf.random.stateless_uniform([2], seed, 0, _stored_side(image_size) - image_size + 1, dtype=tf.int32)
+    return _crop(encoded, image_size, corner)
+
+
+def random_flip(images, seed):
+    """Mirror each image of a batch [B,S,S,3] left-right with probability 1/2. Expressions and AUs are symmetric
+    labels here: a mirrored face keeps them."""
+    mirror = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
+    return tf.where(mirror, tf.reverse(images, axis=[2]), images)
 
 
 # Colour jitter ranges: brightness shift (0..255 scale), contrast and saturation factors.
 BRIGHTNESS, CONTRAST, SATURATION = 25.0, (0.8, 1.2), (0.8, 1.2)
+# Contrast scales about each image's per-channel mean, estimated on a 1-in-MEAN_STRIDE^2 pixel grid: a full-image
+# reduction was the costliest step of the whole augmentation, for a reference point that needs no precision.
+MEAN_STRIDE = 4
 _LUMA = (0.299, 0.587, 0.114)
 
 
 def colour_jitter(images, seed):
-    """Per-image brightness, contrast and saturation jitter of a batch [B,S,S,3] (0..255), vectorised.
+    """Per-image brightness, contrast and saturation jitter of a batch [B,S,S,3] (0..255) -> float32, vectorised.
 
-    Brightness adds a shift, contrast scales each image about its per-channel mean (as `tf.image.adjust_contrast`),
-    saturation blends with the grey (luma) image (as torchvision). All three are affine in the pixel, so they are
-    folded into one 3x3 matrix and offset per image: one pass over the pixels instead of a dozen.
+    Brightness adds a shift, contrast scales each image about its per-channel mean (as `tf.image.adjust_contrast`,
+    with the mean taken on a MEAN_STRIDE grid), saturation blends with the grey (luma) image (as torchvision). All
+    three are affine in the pixel, so they are folded into one 3x3 matrix and offset per image: one pass over the
+    pixels instead of a dozen.
     """
+    images = tf.cast(images, tf.float32)
     n = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, num=3)
     brightness = tf.random.stateless_uniform([n, 1, 1], seeds[0], -BRIGHTNESS, BRIGHTNESS)
@@ -202,13 +218,20 @@ def colour_jitter(images, seed):
     saturation = tf.random.stateless_uniform([n, 1, 1], seeds[2], *SATURATION)
     # saturation: x -> s x + (1 - s) (luma . x) 1, as a matrix M [B,3,3] acting on row vectors
     blend = saturation * tf.eye(3) + (1.0 - saturation) * tf.constant(_LUMA)[:, None] * tf.ones([1, 3])
-    mean = tf.reduce_mean(images, axis=[1, 2])[:, None, :]  # [B,1,3]
+    mean = tf.reduce_mean(images[:, ::MEAN_STRIDE, ::MEAN_STRIDE], axis=[1, 2])[:, None, :]  # [B,1,3]
     # M (c x + (1 - c) mean + b) = x (c M) + ((1 - c) mean + b) M
     offset = tf.matmul((1.0 - contrast) * mean + brightness, blend)[:, None]  # [B,1,1,3]
-    matrix = (contrast * blend)[:, None, None]  # [B,1,1,3,3]
-    # A broadcast multiply-and-sum rather than a matmul with K=3: XLA fuses it into the same pass as the clip.
-    pixels = tf.reduce_sum(images[..., :, None] * matrix, axis=-2) + offset
+    matrix = (contrast * blend)[:, None, None]  # [B,1,1,3,3]: row k is what input channel k adds to each output
+    # Written channel by channel (not a K=3 matmul or a reduce over a size-3 axis), XLA makes this one
+    # vectorised pass, fused with the cast, the flip and the clip.
+    pixels = sum(images[..., k:k + 1] * matrix[..., k, :] for k in range(3)) + offset
     return tf.clip_by_value(pixels, 0.0, 255.0)
+
+
+def augment_batch(images, seed):
+    """Flip and colour-jitter a batch of crops (uint8 or float 0..255) -> float32 0..255; [2] stateless seed."""
+    flip_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    return colour_jitter(random_flip(tf.cast(images, tf.float32), flip_seed), jitter_seed)
 
 
 def _has_label(stream: str, features) -> tf.Tensor:
@@ -265,7 +288,7 @@ def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: b
 
 def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, deterministic, seed, input_context):
     """One stream's endless batches: its records (this worker's shard) filtered when `select`, shuffled, repeated,
-    decoded and cropped (flipped when augmenting), with only this stream's labels."""
+    decoded and cropped (at random when augmenting; uint8), with only this stream's labels."""
     stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
     shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
     shard_records = input_context is not None and not shard_files
@@ -282,13 +305,16 @@ def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, 
     # Shuffle before repeat: every pass is a permutation of the whole stream, so an epoch misses no image.
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=stream_seed, reshuffle_each_iteration=True).repeat()
 
+    centre = _centre_corner(image_size)
+
     def to_example(index, serialized):
         features = _parse(serialized)
+        # uint8 crops until the batch is assembled: a quarter of the bytes to batch and concatenate.
         if augment:
-            image = train_image(features["image/encoded"], image_size, tf.stack([tf.cast(stream_seed, tf.int64),
-                                                                                   index]))
+            image = train_image(features["image/encoded"], image_size,
+                                tf.stack([tf.cast(stream_seed, tf.int64), index]))
         else:
-            image = eval_image(features["image/encoded"], image_size)
+            image = _crop(features["image/encoded"], image_size, centre)
         return image, _stream_targets(stream, features)
 
     ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
@@ -296,20 +322,22 @@ def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, 
 
 
 @tf.function(jit_compile=True)
-def _concat_and_jitter(images: Sequence[tf.Tensor], seed):
-    # XLA fuses the concatenation and the jitter into a couple of passes over the pixels (about 3x less CPU than
-    # the plain graph on this machine).
-    return colour_jitter(tf.concat(images, axis=0), seed)
+def _augment(images, seed):
+    # XLA fuses the uint8 -> float cast, the flip and the jitter into one pass over the pixels (plus the sparse
+    # mean), where per-image ops would cost a pass and the tf.data function overhead each.
+    return augment_batch(images, seed)
 
 
 def _assemble(augment: bool, seed: int):
-    """(batch index, per-stream batches) -> one batch: streams concatenated, colour-jittered when augmenting."""
-    jitter_seed = tf.constant(seed + 1_000_003, tf.int64)
+    """(batch index, per-stream batches) -> one batch: streams concatenated as float32, flipped and
+    colour-jittered when augmenting."""
+    augment_seed = tf.constant(seed + 1_000_003, tf.int64)
 
     def assemble(index, batches):
-        images = [b[0] for b in batches]
-        images = (_concat_and_jitter(images, tf.stack([jitter_seed, index])) if augment
-                  else tf.concat(images, axis=0))
+        # The concatenation stays outside XLA: a plain copy there, a slow per-element select inside.
+        images = tf.concat([b[0] for b in batches], axis=0)
+        images = (_augment(images, tf.stack([augment_seed, index])) if augment
+                  else tf.cast(images, tf.float32))
         return images, {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
 
     return assemble

@@ -210,6 +210,7 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     import keras
 
     from fbnet_tf.models.facebehaviornet import build_trainer, inference_model
+    from fbnet_tf.optimizers import FusedAdam
 
     cfg = cfg.validate()
     configure_runtime(cfg.runtime)
@@ -230,7 +231,7 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     with strategy.scope():
         trainer = build_trainer(cfg)
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.trainer.learning_rate),
+        trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
                         jit_compile=use_jit(cfg.trainer.jit_compile))
         trainer.build((None, cfg.model.image_size, cfg.model.image_size, 3))
 

@@ -188,13 +188,14 @@ def test_augmentation_stays_in_pixel_range_and_changes_images(three_streams):
 
 
 def test_colour_jitter_is_brightness_then_contrast_then_saturation():
-    images = np.random.default_rng(0).uniform(0, 255, (4, 6, 6, 3)).astype(np.float32)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 9, 10, 3)).astype(np.float32)
     seed = tf.constant([3, 4], tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, num=3)
     b, c, s = (tf.random.stateless_uniform([4], seeds[i], lo, hi).numpy()[:, None, None, None]
                for i, (lo, hi) in enumerate([(-data.BRIGHTNESS, data.BRIGHTNESS), data.CONTRAST, data.SATURATION]))
     x = images + b  # step by step, in numpy
-    x = (x - x.mean(axis=(1, 2), keepdims=True)) * c + x.mean(axis=(1, 2), keepdims=True)
+    mean = x[:, ::data.MEAN_STRIDE, ::data.MEAN_STRIDE].mean(axis=(1, 2), keepdims=True)
+    x = (x - mean) * c + mean
     grey = (x * np.array([0.299, 0.587, 0.114])).sum(axis=-1, keepdims=True)
     expected = np.clip((x - grey) * s + grey, 0, 255)
     np.testing.assert_allclose(data.colour_jitter(tf.constant(images), seed).numpy(), expected, atol=1e-3)
@@ -316,12 +317,22 @@ def test_crop_while_decoding_equals_decode_then_crop():
     jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     seed = tf.constant([7, 11], tf.int64)
     fast = data.train_image(tf.constant(jpeg), 32, seed).numpy()
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-    top, left = tf.random.stateless_uniform([2], crop_seed, 0, side - 32 + 1, dtype=tf.int32).numpy()
-    full = tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32)[top:top + 32, left:left + 32]
-    flipped = tf.image.stateless_random_flip_left_right(full, seed=flip_seed).numpy()
-    assert np.abs(fast - flipped).max() <= 2.0  # libjpeg's windowed decode may round chroma edges differently
+    top, left = tf.random.stateless_uniform([2], seed, 0, side - 32 + 1, dtype=tf.int32).numpy()
+    full = tf.io.decode_jpeg(jpeg, channels=3).numpy()[top:top + 32, left:left + 32]
+    assert fast.dtype == np.uint8 and (top, left) != (0, 0)
+    # libjpeg's windowed decode may round chroma edges differently
+    assert np.abs(fast.astype(int) - full.astype(int)).max() <= 2
     for encoded in (cv2.imencode(".png", picture)[1].tobytes(),
                     cv2.imencode(".jpg", cv2.resize(picture, (50, 50)))[1].tobytes()):
         other = data.train_image(tf.constant(encoded), 32, seed).numpy()
-        assert other.shape == (32, 32, 3) and 0 <= other.min() and other.max() <= 255
+        assert other.shape == (32, 32, 3) and other.dtype == np.uint8
+
+
+def test_random_flip_mirrors_about_half_the_batch_reproducibly():
+    images = tf.random.stateless_uniform([200, 5, 7, 3], [1, 2], 0, 255)
+    seed = tf.constant([3, 4], tf.int64)
+    flipped = data.random_flip(images, seed).numpy()
+    same = np.all(flipped == images.numpy(), axis=(1, 2, 3))
+    mirrored = np.all(flipped == images.numpy()[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same ^ mirrored) and 70 < mirrored.sum() < 130
+    np.testing.assert_array_equal(data.random_flip(images, seed).numpy(), flipped)
