@@ -175,6 +175,16 @@ def _centre_corner(image_size: int):
     return tf.fill([2], (_stored_side(image_size) - image_size) // 2)
 
 
+def centre_crop(crops, image_size: int):
+    """Aligned face crops of any size [N, H, W, 3] -> the model's view of them, as training and evaluation frame
+    it: resized (bilinear) to image_size * CROP_MARGIN and cut to the centre image_size window; float32 0..255.
+    What the exported serving graph and `fbnet_tf.predict` do to the 112 px crops they are given."""
+    side = _stored_side(image_size)
+    offset = (side - image_size) // 2
+    resized = tf.image.resize(tf.cast(crops, tf.float32), (side, side), method="bilinear")
+    return resized[:, offset:offset + image_size, offset:offset + image_size, :]
+
+
 def eval_image(encoded, image_size: int):
     """The centre image_size crop of the image at image_size * CROP_MARGIN: float32 RGB 0..255."""
     return tf.cast(_crop(encoded, image_size, _centre_corner(image_size)), tf.float32)

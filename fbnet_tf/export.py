@@ -12,11 +12,12 @@ Layout written under `--out` (default `<run-dir>/export`):
 
 SavedModel signatures:
   serving_default  images: uint8 [N, H, W, 3] aligned face crops of any size -> valence_arousal [N,2],
-                   expression [N,7], action_units [N,17]  (resize and normalisation inside the graph)
-  preprocessed     image: float32 [N, S, S, 3] RGB 0..255 at the model's input size -> the same outputs
+                   expression [N,7], action_units [N,17]  (framing as in training, `data.centre_crop`, and
+                   normalisation inside the graph)
+  preprocessed     image: float32 [N, S, S, 3] RGB 0..255, framed at the model's input size -> the same outputs
   labels           () -> expression [7], action_units [17], valence_arousal [2] names (strings)
 The TFLite and ONNX files hold the `preprocessed` function (signature `serving_default`, input `image` float32
-[N, S, S, 3], the same named outputs; resize crops to S before calling them; int8 TFLite takes uint8 input).
+[N, S, S, 3], the same named outputs; frame crops with `data.centre_crop` first; int8 TFLite takes uint8 input).
 The SavedModel is always written: it is the reference every other file is checked against.
 """
 from __future__ import annotations
@@ -96,10 +97,11 @@ def _serving_module(model):
         outputs = model(image, training=False)
         return {key: tf.identity(outputs[key], name=key) for key in present}
 
+    from fbnet_tf.data import centre_crop
+
     def serve(images):
-        # Same resize as the input pipeline (bilinear, half-pixel) from the 112 crop to the model size.
-        image = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear")
-        return run(image)
+        # The framing the model was trained and evaluated on: the crop resized to size * 112/96, centre window.
+        return run(centre_crop(images, size))
 
     def labels():
         return {key: tf.constant(value) for key, value in names.items()}
@@ -201,29 +203,41 @@ def write_warmup_requests(version_dir, images, model_name="fbnet", batch_sizes=(
 # ---------------------------------------------------------------- data for calibration and parity
 
 def record_files(record_dirs, splits=SPLITS) -> list[str]:
-    """Sorted `<source>-<split>.tfrecord-*` shards of the given splits in `record_dirs`."""
+    """The `<source>-<split>.tfrecord-*` shards of the given splits in `record_dirs`, dealt round-robin over the
+    directories (first shard of each, then the second of each, ...) so that any prefix spans every database."""
+    import itertools
+
     from fbnet_tf.data import record_files as split_files
 
-    files = []
+    per_dir = []
     for directory in record_dirs:
         if not split_files(directory, "*"):
             raise FileNotFoundError(f"{directory}: no <source>-<split>.tfrecord-* shards")
-        files += [f for split in splits for f in split_files(directory, split)]
-    return files
+        per_dir.append([f for split in splits for f in split_files(directory, split)])
+    return [f for group in itertools.zip_longest(*per_dir) for f in group if f is not None]
 
 
-def record_images(files, size: int, count: int, skip: int = 0) -> np.ndarray:
-    """Up to `count` decoded face crops from TFRecord shards, resized to `size` (float32 RGB 0..255)."""
+def record_images(files, size: int, count: int, skip: int = 0, *, model_view: bool = True) -> np.ndarray:
+    """Up to `count` face crops from TFRecord shards, float32 RGB 0..255, taken in turn from every shard (so that
+    every database is represented): as the model sees them at `size` (`fbnet_tf.data.eval_image`: the centre
+    crop), or with `model_view=False` the whole stored crop resized to `size`."""
     import tensorflow as tf
 
+    from fbnet_tf.data import eval_image
     from fbnet_tf.records import parse_example
 
     def decode(serialized):
-        image = tf.io.decode_image(parse_example(serialized)["image/encoded"], channels=3, expand_animations=False)
+        encoded = parse_example(serialized)["image/encoded"]
+        if model_view:
+            return eval_image(encoded, size)
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         return tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
 
-    dataset = tf.data.TFRecordDataset(files).skip(skip).take(count).map(decode)
+    # One record from each of the first 32 shards in turn (record_files deals them round-robin over databases).
+    dataset = (tf.data.Dataset.from_tensor_slices(list(files))
+               .interleave(tf.data.TFRecordDataset, cycle_length=max(min(len(files), 32), 1))
+               .skip(skip).take(count).map(decode))
     images = np.stack(list(dataset.as_numpy_iterator())) if files else np.zeros((0, size, size, 3), np.float32)
     return images.astype(np.float32)
 
@@ -464,7 +478,8 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
 
     # The SavedModel is the reference every other format is checked against, so it is always written.
     # Warm-up requests carry real crops at their stored size (112), so they exercise the in-graph resize too.
-    warmup = np.clip(np.round(record_images(record_files(record_dirs), 112, 8)), 0, 255).astype(np.uint8)
+    warmup = np.clip(np.round(record_images(record_files(record_dirs), 112, 8, model_view=False)), 0,
+                     255).astype(np.uint8)
     save_savedmodel(model, version_dir, warmup, model_name)
     result["savedmodel"] = version_dir
     reference = run_batched(savedmodel_runner(version_dir), held)

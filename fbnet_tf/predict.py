@@ -4,7 +4,7 @@
     python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/fbnet_dynamic.tflite --annotate --every 5
 
 Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
-crops, run the model (resized to its input size), write rows. `--model` is a SavedModel (a version dir or a TF
+crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel (a version dir or a TF
 Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are read one at a time, so
 memory stays flat however long the video. Unreadable inputs are logged and listed in `errors.csv`, not fatal.
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
-CROP_SIZE = 112  # the builders' alignment size; the model resizes from it
+CROP_SIZE = 112  # the builders' alignment size; the model frames its input from it (data.centre_crop)
 COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score", *VA_NAMES, "top_expression",
            *EXPRESSIONS, *AU_NAMES)
 ERROR_COLUMNS = ("file", "frame", "reason")
@@ -84,10 +84,10 @@ class _Model:
         self._serve = lambda crops: runner(self._resize(crops))
 
     def _resize(self, crops):
-        # The same bilinear resize the exported SavedModel graph does.
-        import tensorflow as tf
+        # The framing the exported SavedModel graph applies (and the model was trained on).
+        from fbnet_tf.data import centre_crop
 
-        return tf.image.resize(tf.cast(crops, tf.float32), (self.size, self.size), method="bilinear").numpy()
+        return centre_crop(crops, self.size).numpy()
 
     def __call__(self, crops: np.ndarray) -> dict:
         return self._serve(np.asarray(crops, np.uint8))

@@ -336,3 +336,21 @@ def test_random_flip_mirrors_about_half_the_batch_reproducibly():
     mirrored = np.all(flipped == images.numpy()[:, :, ::-1], axis=(1, 2, 3))
     assert np.all(same ^ mirrored) and 70 < mirrored.sum() < 130
     np.testing.assert_array_equal(data.random_flip(images, seed).numpy(), flipped)
+
+
+def test_centre_crop_frames_crops_as_evaluation_does():
+    """The serving graph's `centre_crop` of a decoded crop equals `eval_image` of the same JPEG: a crop stored at
+    the margin size keeps its pixels (identity resize), any other size is resized to it first."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    for stored in (data._stored_side(32), 112):
+        picture = cv2.GaussianBlur(rng.integers(0, 256, (stored, stored, 3), dtype=np.uint8), (5, 5), 0)
+        png = cv2.imencode(".png", picture[..., ::-1])[1].tobytes()  # lossless, RGB as cv2's BGR
+        served = data.centre_crop(picture[None], 32).numpy()[0]
+        evaluated = data.eval_image(tf.constant(png), 32).numpy()
+        assert served.shape == evaluated.shape == (32, 32, 3)
+        assert np.abs(served - evaluated).max() <= 0.5  # eval_image rounds a resized crop to uint8
+    top = (data._stored_side(32) - 32) // 2
+    exact = rng.integers(0, 256, (1, data._stored_side(32), data._stored_side(32), 3), dtype=np.uint8)
+    np.testing.assert_array_equal(data.centre_crop(exact, 32).numpy()[0], exact[0, top:top + 32, top:top + 32])

@@ -66,10 +66,17 @@ def exported(tmp_path_factory):
             "model": runs.load_inference_model(run)}
 
 
+def model_view(crops_uint8):
+    """The training framing, done independently: resize bilinear to round(S * 112 / 96), keep the centre S."""
+    side = round(SIZE * 112 / 96)
+    top = (side - SIZE) // 2
+    resized = tf.image.resize(tf.cast(crops_uint8, tf.float32), (side, side), method="bilinear").numpy()
+    return resized[:, top:top + SIZE, top:top + SIZE]
+
+
 def keras_outputs(model, crops_uint8):
-    """What the serving signature must compute, done independently: resize bilinear to S, then the Keras model."""
-    resized = tf.image.resize(tf.cast(crops_uint8, tf.float32), (SIZE, SIZE), method="bilinear")
-    return {k: np.asarray(v) for k, v in model(resized, training=False).items()}
+    """What the serving signature must compute: the training framing, then the Keras model."""
+    return {k: np.asarray(v) for k, v in model(model_view(crops_uint8), training=False).items()}
 
 
 def test_savedmodel_round_trip_in_a_fresh_process_that_imports_only_tensorflow(exported, tmp_path):

@@ -45,11 +45,15 @@ def test_astronaut_has_one_face_whose_values_are_the_keras_model_on_its_aligned_
     np.testing.assert_allclose([row.x, row.y, row.w, row.h], ASTRONAUT_BOX, atol=4)
     assert row.face_score > 0.99 and row.frame == 0
     check_ranges(table)
-    # Independently: detect, align at 112, resize to the model size, Keras.
+    # Independently: detect, align at 112, resize to round(S * 112 / 96) and keep the centre S (the framing
+    # training used), Keras.
     found = face.detect(astronaut)[0]
     crop = face.align(astronaut, found.landmarks, 112)
-    resized = tf.image.resize(tf.cast(crop[None], tf.float32), (SIZE, SIZE), method="bilinear")
-    expected = {k: np.asarray(v)[0] for k, v in models["model"](resized, training=False).items()}
+    side = round(SIZE * 112 / 96)
+    top = (side - SIZE) // 2
+    resized = tf.image.resize(tf.cast(crop[None], tf.float32), (side, side), method="bilinear").numpy()
+    view = resized[:, top:top + SIZE, top:top + SIZE]
+    expected = {k: np.asarray(v)[0] for k, v in models["model"](view, training=False).items()}
     np.testing.assert_allclose(row[["valence", "arousal"]].astype(float), expected["valence_arousal"], atol=1e-5)
     np.testing.assert_allclose(row[list(EXPRESSIONS)].astype(float), expected["expression"], atol=1e-5)
     np.testing.assert_allclose(row[list(AU_NAMES)].astype(float), expected["action_units"], atol=1e-5)
