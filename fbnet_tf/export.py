@@ -226,6 +226,9 @@ def record_images(files, size: int, count: int, skip: int = 0, *, model_view: bo
     from fbnet_tf.data import eval_image
     from fbnet_tf.records import parse_example
 
+    if not files:
+        return np.zeros((0, size, size, 3), np.float32)
+
     def decode(serialized):
         encoded = parse_example(serialized)["image/encoded"]
         if model_view:
@@ -238,8 +241,8 @@ def record_images(files, size: int, count: int, skip: int = 0, *, model_view: bo
     dataset = (tf.data.Dataset.from_tensor_slices(list(files))
                .interleave(tf.data.TFRecordDataset, cycle_length=max(min(len(files), 32), 1))
                .skip(skip).take(count).map(decode))
-    images = np.stack(list(dataset.as_numpy_iterator())) if files else np.zeros((0, size, size, 3), np.float32)
-    return images.astype(np.float32)
+    images = list(dataset.as_numpy_iterator())
+    return np.stack(images).astype(np.float32) if images else np.zeros((0, size, size, 3), np.float32)
 
 
 def calibration_and_holdout(record_dirs, size: int, calibration: int = 100, holdout: int = 64):
