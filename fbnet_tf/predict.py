@@ -4,8 +4,8 @@
     python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/fbnet_dynamic.tflite --annotate --every 5
 
 Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
-crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel (a version dir or a TF
-Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are read one at a time, so
+crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel
+(a version dir or a TF Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are read one at a time, so
 memory stays flat however long the video. Unreadable inputs are logged and listed in `errors.csv`, not fatal.
 
     from fbnet_tf import Predictor
@@ -81,9 +81,9 @@ class _Model:
             model = export.load_model(path)
             self.size = export.model_input_size(model)
             runner = lambda images: {k: np.asarray(v) for k, v in model(images, training=False).items()}  # noqa: E731
-        self._serve = lambda crops: runner(self._resize(crops))
+        self._serve = lambda crops: runner(self._frame(crops))
 
-    def _resize(self, crops):
+    def _frame(self, crops):
         # The framing the exported SavedModel graph applies (and the model was trained on).
         from fbnet_tf.data import centre_crop
 

@@ -207,8 +207,6 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     `train_data` (a tf.data.Dataset of (images, targets) batches) with `steps_per_epoch`, and `validation_data`.
     Returns (trainer, keras History of this call's epochs). Raises TrainingDiverged naming a NaN loss term.
     """
-    import keras
-
     from fbnet_tf.models.facebehaviornet import build_trainer, inference_model
     from fbnet_tf.optimizers import FusedAdam
 

@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
-import tensorflow as tf
 
 import fbnet_tf
 from fbnet_tf import export, face, predict, runs
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS
-from test_export import SIZE, make_run_dir
+from test_export import make_run_dir, model_view
 
 ASTRONAUT_BOX = (182, 64, 83, 107)  # MTCNN 1.0 on skimage's astronaut (stack-notes.md)
 
@@ -49,11 +48,7 @@ def test_astronaut_has_one_face_whose_values_are_the_keras_model_on_its_aligned_
     # training used), Keras.
     found = face.detect(astronaut)[0]
     crop = face.align(astronaut, found.landmarks, 112)
-    side = round(SIZE * 112 / 96)
-    top = (side - SIZE) // 2
-    resized = tf.image.resize(tf.cast(crop[None], tf.float32), (side, side), method="bilinear").numpy()
-    view = resized[:, top:top + SIZE, top:top + SIZE]
-    expected = {k: np.asarray(v)[0] for k, v in models["model"](view, training=False).items()}
+    expected = {k: np.asarray(v)[0] for k, v in models["model"](model_view(crop[None]), training=False).items()}
     np.testing.assert_allclose(row[["valence", "arousal"]].astype(float), expected["valence_arousal"], atol=1e-5)
     np.testing.assert_allclose(row[list(EXPRESSIONS)].astype(float), expected["expression"], atol=1e-5)
     np.testing.assert_allclose(row[list(AU_NAMES)].astype(float), expected["action_units"], atol=1e-5)
