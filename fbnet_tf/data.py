@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from fbnet_tf.labels import AUS
-from fbnet_tf.records import feature_spec
+from fbnet_tf.records import facs_spec, feature_spec
 
 STREAMS = ("va", "au", "expr")
 # Builders store 112x112 crops; the paper trains at 96x96: the margin between the two is the room random crops
@@ -433,7 +433,7 @@ def validation_dataset(record_dirs, *, batch_size: int, image_size: int, split: 
 
 def _extra_feature_spec(files: Sequence[str]) -> dict:
     """Spec of the features beyond the contract that the first record carries (e.g. a clip id)."""
-    known = feature_spec()
+    known = {**feature_spec(), **facs_spec()}
     first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
     if first is None:
         return {}
