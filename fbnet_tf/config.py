@@ -24,10 +24,25 @@ COUPLINGS = ("none", "coannotation", "soft_coannotation", "distribution_matching
 
 
 @dataclass
+class RebalanceConfig:
+    """Re-sampling of a stage's training stream (paper 4.1.1; `fbnet_tf.data.rebalance`)."""
+
+    au: bool = False  # over-sample images positive for rare AUs, under-sample the others
+    au_target_rate: float = 0.3  # the positive rate each rarer AU is brought to (exact for one AU)
+    au_negative_keep: float = 0.5  # the fraction of images without a rare positive AU that is kept
+    va: bool = False  # flatten the histogram of the quantised (-5..5) valence and arousal
+    va_strength: float = 1.0  # 0: no change, 1: flat (per dimension, geometric mean over the two)
+    max_repeat: int = 8  # cap on the copies of one image
+
+
+@dataclass
 class DataConfig:
     """Where the TFRecords are and how batches are drawn (sizes are GLOBAL, over all replicas)."""
 
     record_dirs: list[str] = field(default_factory=list)  # folders of TFRecord shards (one per database)
+    # A staged family's record dirs per stage name (FATAUVA-Net: attribute, au, va); record_dirs when absent.
+    stage_record_dirs: dict = field(default_factory=dict)
+    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
     batch_size: int = 751  # the paper's 401 VA + 247 AU + 103 EXPR
     validation_batch_size: int = 256
     validation: bool = True  # evaluate on the `validation` split after each epoch when the records have one
@@ -36,11 +51,29 @@ class DataConfig:
     seed: int = 0
 
 
+FAMILIES = ("facebehaviornet", "fatauvanet")
+
+
+@dataclass
+class FatauvaConfig:
+    """FATAUVA-Net's own choices (fbnet_tf/models/fatauvanet.py); `model.image_size` and `model.fc_units` size it."""
+
+    filters: int = 32  # c: core widths c, 2c, 4c; branches 4c
+    va_head: str = "regression"  # "class" (softmax over -5..5, top-3 decoding) or "regression" (smooth L1 + center)
+    fatva: bool = False  # True: no AU layer (the paper's FATVA ablation)
+    shared: bool = True  # rPoly blocks share F across its powers (the paper); False: one F per power
+    residual_scale: float = 0.3
+    turning_point: float = 1.0  # t of the smooth L1 loss (eq. 2), in -5..5 units
+    center_weight: float = 0.01  # weight of the center loss (eq. 1) beside the smooth L1 loss
+    center_alpha: float = 0.5  # centre update rate (Wen et al.)
+
+
 @dataclass
 class ModelConfig:
     """The network. `preset` names the starting sizes (models/presets.py); the fields below are what is built."""
 
     preset: str = "paper"
+    family: str = "facebehaviornet"  # or "fatauvanet" (fbnet_tf.models.registry)
     image_size: int = 96
     width: float = 1.0  # multiplier on VGG-FACE's 64..512 conv filters; 1.0 to load the published weights
     fc_units: int = 4096
@@ -48,6 +81,7 @@ class ModelConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))  # a subset gives a single-task baseline
     preprocessing: str = "auto"  # "paper" ([-1, 1]), "vggface" (BGR minus mean), "auto": vggface iff weights
     weights: str | None = None  # path of rcmalli_vggface_tf_(notop_)vgg16.h5 to initialise the conv layers
+    fatauva: FatauvaConfig = field(default_factory=FatauvaConfig)
 
     def resolved_preprocessing(self) -> str:
         if self.preprocessing == "auto":
@@ -77,6 +111,7 @@ class TrainerConfig:
     """The optimisation: Adam at the paper's 1e-4 (`fbnet_tf.optimizers.FusedAdam`, Keras's Adam in one pass)."""
 
     epochs: int = 20
+    stage_epochs: dict = field(default_factory=dict)  # a staged family's epochs per stage name (else `epochs`)
     learning_rate: float = 1e-4
     steps_per_epoch: int | None = None  # None: one pass over the largest stream, as the pipeline computes
     validation_steps: int | None = None  # None: the whole validation split
@@ -105,6 +140,10 @@ class ExperimentConfig:
 
     def validate(self) -> "ExperimentConfig":
         """Raise ValueError naming the field for a value the code cannot run with."""
+        if self.model.family not in FAMILIES:
+            raise ValueError(f"model.family={self.model.family!r}: expected one of {list(FAMILIES)}")
+        if self.model.fatauva.va_head not in ("class", "regression"):
+            raise ValueError(f"model.fatauva.va_head={self.model.fatauva.va_head!r}: expected class or regression")
         bad = [t for t in self.model.tasks if t not in TASKS]
         if bad or not self.model.tasks:
             raise ValueError(f"model.tasks={self.model.tasks}: expected a non-empty subset of {list(TASKS)}")
@@ -233,7 +272,8 @@ def with_model_preset(cfg: ExperimentConfig, preset: str) -> ExperimentConfig:
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}")
     sizes = MODEL_PRESETS[preset]["config"]
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, preset=preset, **sizes))
+    return from_dict({"model": {"preset": preset, "family": "facebehaviornet", **sizes}}, cfg,
+                     source=f"model preset {preset}")
 
 
 def experiment(name: str) -> ExperimentConfig:

@@ -17,20 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fbnet_tf.labels import CELEBA_ATTRIBUTES
 from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 
 ATTRIBUTE_FILE = "Anno/list_attr_celeba.txt"
 PARTITION_FILE = "Eval/list_eval_partition.txt"
 IMAGE_DIR = "Img/img_align_celeba"
 # CelebA's own attribute order (line 2 of list_attr_celeba.txt): the default order of the `attributes` feature.
-ATTRIBUTE_NAMES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
+ATTRIBUTE_NAMES = CELEBA_ATTRIBUTES
 PARTITIONS = {"0": "train", "1": "validation", "2": "test"}
 # The face square inside an aligned CelebA image, as fractions (see the module docstring).
 FACE_SIDE_OF_WIDTH, FACE_TOP_OF_HEIGHT = 0.65, 0.255

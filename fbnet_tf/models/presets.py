@@ -22,6 +22,22 @@ MODEL_PRESETS = {
     },
 }
 
+# FATAUVA-Net sizes (fbnet_tf/models/fatauvanet.py documents the structure and why 96 px).
+MODEL_PRESETS.update({
+    "fatauva_paper": {
+        "description": "FATAUVA-Net, mrPoly-Net: 96x96 input, core widths 32/64/128, FC 128 per label.",
+        "config": {"family": "fatauvanet", "image_size": 96, "fc_units": 128, "fatauva": {"filters": 32}},
+    },
+    "fatauva_small": {
+        "description": "FATAUVA-Net demo size: 48x48 input, core widths 8/16/32, FC 32.",
+        "config": {"family": "fatauvanet", "image_size": 48, "fc_units": 32, "fatauva": {"filters": 8}},
+    },
+    "fatauva_tiny": {
+        "description": "FATAUVA-Net for unit tests: 32x32 input, core widths 2/4/8, FC 8.",
+        "config": {"family": "fatauvanet", "image_size": 32, "fc_units": 8, "fatauva": {"filters": 2}},
+    },
+})
+
 # Table 2 of the paper: FaceBehaviorNet without coupling and with each coupling, under each relatedness table.
 _COUPLINGS = {
     "no_coupling": "none",
@@ -40,6 +56,16 @@ for _name, _coupling in _COUPLINGS.items():
     EXPERIMENTS[_name] = {"loss": {"coupling": _coupling, "relatedness": "du2014"}}
 
 EXPERIMENTS.update(SINGLE_TASK_EXPERIMENTS)
+
+# FATAUVA-Net (Chang et al. 2017) trained in its three stages, and the two variants its Figures 9-10 compare.
+# Record dirs per stage: data.stage_record_dirs.{attribute: [celeba], au: [bp4d, semaine], va: [affwild]}.
+_FATAUVA_DATA = {"batch_size": 64, "rebalance": {"au": True, "va": True}}
+EXPERIMENTS["fatauvanet"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "regression"}},
+                             "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
+EXPERIMENTS["fatauvanet_cls"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class"}},
+                                 "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
+EXPERIMENTS["fatva"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class", "fatva": True}},
+                        "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
 
 # The CPU demo (`python -m fbnet_tf.train` with no arguments): the small preset and the full method, trained from
 # scratch. The paper's 1e-4 and coupling weight 1 assume VGG-FACE-initialised convs; from scratch the distribution
