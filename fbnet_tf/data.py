@@ -483,3 +483,78 @@ def record_count(record_dir: str, split: str) -> int:
         return count
     files = record_files(record_dir, split)
     return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1).numpy()) if files else 0
+
+
+# ---------------------------------------------------------------- one labelled stream (staged families)
+
+def _pad_ragged(features: dict) -> dict:
+    """Batched `facs/*` lists come ragged: pad them (AU -1, occurrence 0) so that dense label code can read them."""
+    return {k: (v.to_tensor(default_value=-1 if k == "facs/au" else 0) if isinstance(v, tf.RaggedTensor) else v)
+            for k, v in features.items()}
+
+
+def _label_spec(label_features: Sequence[str]) -> dict:
+    spec = {**feature_spec(), **facs_spec()}
+    unknown = [k for k in label_features if k not in spec]
+    if unknown:
+        raise ValueError(f"label features {unknown} are not in the TFRecord contract")
+    return {k: spec[k] for k in label_features}
+
+
+def scan_targets(record_dirs, split: str, *, label_features: Sequence[str], to_targets, keep) -> dict:
+    """The targets of every record of a split that `keep` accepts, as numpy arrays (labels only, no decode)."""
+    files = [f for d in _as_list(record_dirs) for f in record_files(d, split)]
+    if not files:
+        return {}
+    spec = _label_spec(label_features)
+    ds = tf.data.TFRecordDataset(files).batch(4096)
+    ds = ds.map(lambda s: to_targets(_pad_ragged(tf.io.parse_example(s, spec))))
+    parts: dict[str, list] = {}
+    for batch in ds.as_numpy_iterator():
+        rows = np.asarray(keep(batch))
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value[rows])
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def labelled_dataset(record_dirs, *, split: str, batch_size: int, image_size: int, label_features: Sequence[str],
+                     to_targets, keep, training: bool = True, augment: bool = True, weight_fn=None,
+                     deterministic: bool = False, seed: int = 0):
+    """One stream of the records whose targets `keep` accepts: `(images float32 [B,S,S,3] 0..255, targets)`.
+
+    `to_targets(parsed label features) -> dict` and `keep(targets) -> bool` define the labels (a staged family's
+    stage); `weight_fn(targets)`, when given, re-samples the stream (`fbnet_tf.rebalance.resample`). Training:
+    shuffled, re-sampled, repeated forever, random crops (+ flip and colour jitter when `augment`). Otherwise one
+    ordered pass with centre crops.
+    """
+    from fbnet_tf.rebalance import resample
+
+    files = _split_files(_as_list(record_dirs), split)
+    spec = _label_spec(label_features)
+    ds = _records(files, shuffle_seed=seed if training else None, deterministic=deterministic or not training)
+    ds = ds.map(lambda s: (s, to_targets(tf.io.parse_single_example(s, spec))),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
+    ds = ds.filter(lambda s, targets: keep(targets))
+    if training:
+        if weight_fn is not None:
+            ds = resample(ds, lambda s, targets: weight_fn(targets), seed=seed)
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+    centre = _centre_corner(image_size)
+    image_spec = {"image/encoded": feature_spec()["image/encoded"]}
+
+    def to_example(index, serialized, targets):
+        encoded = tf.io.parse_single_example(serialized, image_spec)["image/encoded"]
+        image = (train_image(encoded, image_size, tf.stack([tf.cast(seed, tf.int64), index])) if training
+                 else _crop(encoded, image_size, centre))
+        return image, targets
+
+    ds = ds.enumerate().map(lambda i, pair: to_example(i, *pair), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=deterministic or not training)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    augment_seed = tf.constant(seed + 1_000_003, tf.int64)
+    if training and augment:
+        ds = ds.enumerate().map(lambda i, b: (_augment(b[0], tf.stack([augment_seed, i])), b[1]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    else:
+        ds = ds.map(lambda images, targets: (tf.cast(images, tf.float32), targets))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -6,6 +6,8 @@
     <run_dir>/logs/           TensorBoard
     <run_dir>/history.csv     one row per finished epoch (CSVLogger)
     <run_dir>/model.keras     the final inference model (image -> valence_arousal, expression, action_units)
+    <run_dir>/stages/<n>-<name>/   a staged family's stage (FATAUVA-Net): a run directory of its own, plus
+                              model.weights.h5, the network's weights when the stage ended
 """
 from __future__ import annotations
 
@@ -98,13 +100,30 @@ def load_inference_model(run_dir_or_file: str | os.PathLike):
 
 
 def _from_checkpoint(path: Path):
-    from fbnet_tf.models.facebehaviornet import build_network, inference_model
+    from fbnet_tf.models.registry import family
 
-    cfg = load_config(path.parent.parent)
+    # checkpoints/<x>.weights.h5 of a run or of a stage (stages/<n>-<name>/), or a stage's final model.weights.h5
+    run_root = path.parent if (path.parent / CONFIG_FILE).is_file() else path.parent.parent
+    cfg = load_config(run_root)
     cfg = config_lib.override(cfg, ["model.weights=null"])  # the checkpoint holds every weight
-    network = build_network(cfg.model)
+    models = family(cfg)
+    network = models.build_network(cfg.model)
     network.load_weights(path)
-    return inference_model(network)
+    return models.inference_model(network)
+
+
+STAGES_DIR = "stages"
+STAGE_WEIGHTS = "model.weights.h5"
+
+
+def stage_dir(run_dir_path: str | os.PathLike, number: int, name: str) -> Path:
+    """`<run_dir>/stages/<n>-<name>`: one stage of a staged family, itself a run directory."""
+    return Path(run_dir_path) / STAGES_DIR / f"{number}-{name}"
+
+
+def stage_weights(run_dir_path: str | os.PathLike, number: int, name: str) -> Path:
+    """The final weights of a finished stage (the whole network after it)."""
+    return stage_dir(run_dir_path, number, name) / STAGE_WEIGHTS
 
 
 # ------------------------------------------------------------------------------------------------ resuming

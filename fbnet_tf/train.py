@@ -1,9 +1,13 @@
-"""Train FaceBehaviorNet (or a single-task baseline) with `model.fit` into a run directory.
+"""Train FaceBehaviorNet (or a single-task baseline) or FATAUVA-Net (in its stages) with `model.fit` into a run
+directory.
 
     python -m fbnet_tf.train                                   # the demo: build demo data, train runs/demo
     python -m fbnet_tf.train --experiment soft_coannotation_distr_matching_du2014 \\
         --set data.record_dirs=[records/affectnet,records/disfa] --run-dir runs/fbnet
     python -m fbnet_tf.train --config my.yaml --set trainer.epochs=5 --set model.preset=small --run-dir runs/x
+
+    python -m fbnet_tf.train --experiment fatauvanet --run-dir runs/fatauva [--stage 2] \\
+        --set data.stage_record_dirs={attribute:[records/celeba],au:[records/bp4d,records/semaine],va:[records/affwild]}
 
 A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore). The run dir
 holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end, model.keras.
@@ -200,20 +204,81 @@ def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None
 
 
 def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train_data=None, steps_per_epoch=None,
-          validation_data=None, callbacks: Sequence = ()):
+          validation_data=None, callbacks: Sequence = (), stage: int | None = None):
     """Train `cfg` into `run_dir` with `model.fit`; resume from it if a previous run was killed.
 
-    By default the data come from `cfg.data.record_dirs` (fbnet_tf.data). A notebook or a test may pass its own
-    `train_data` (a tf.data.Dataset of (images, targets) batches) with `steps_per_epoch`, and `validation_data`.
-    Returns (trainer, keras History of this call's epochs). Raises TrainingDiverged naming a NaN loss term.
+    By default the data come from the config's record dirs (the family's `training_data`). A notebook or a test may
+    pass its own `train_data` (a tf.data.Dataset of (images, targets) batches) with `steps_per_epoch`, and
+    `validation_data`. A family trained in stages (FATAUVA-Net: attribute, au, va) runs them in order, each a run
+    directory of its own, `run_dir/stages/<n>-<name>/`, started from the previous stage's final weights and ending
+    with its own in `model.weights.h5`; a finished stage is skipped on a rerun; `stage=N` runs only the N-th.
+    The inference model of the last stage goes to `run_dir/model.keras`.
+    Returns (trainer, keras History of this call's epochs) of the last stage run. Raises TrainingDiverged naming
+    a NaN loss term.
     """
-    from fbnet_tf.models.facebehaviornet import build_trainer, inference_model
-    from fbnet_tf.optimizers import FusedAdam
+    from fbnet_tf.models import registry
 
     cfg = cfg.validate()
     configure_runtime(cfg.runtime)
     strategy = make_strategy(cfg.runtime.strategy)
-    run = runs.run_dir(worker_run_dir(strategy, run_dir)).create()
+    root = worker_run_dir(strategy, run_dir)
+    family = registry.family(cfg)
+    names = list(family.stage_names(cfg))
+    given = dict(train_data=train_data, steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                 callbacks=callbacks)
+    if stage is not None and not 1 <= stage <= len(names):
+        raise ValueError(f"--stage {stage}: this model trains in {len(names)} stage(s): "
+                         + ", ".join(f"{n} {name}" for n, name in enumerate(names, 1)))
+    if len(names) == 1:
+        run = runs.run_dir(root)
+        trainer, history = _fit(cfg, run, family, names[0], strategy, **given)
+        family.inference_model(trainer.network).save(run.model)
+        log.info("saved the inference model to %s", run.model)
+        return trainer, history
+
+    runs.run_dir(root).create()
+    config_lib.save(cfg, runs.run_dir(root).config)
+    trainer = history = None
+    for n, name in enumerate(names, 1):
+        if stage is not None and n != stage:
+            continue
+        stage_run = runs.run_dir(runs.stage_dir(root, n, name))
+        final = runs.stage_weights(root, n, name)
+        if final.is_file():
+            log.info("stage %d (%s) already finished: %s", n, name, final)
+            continue
+        previous = runs.stage_weights(root, n - 1, names[n - 2]) if n > 1 else None
+        if previous is not None and not previous.is_file():
+            raise ValueError(f"stage {n} ({name}) starts from stage {n - 1}'s weights, but {previous} does not "
+                             f"exist: run --stage {n - 1} first")
+        log.info("stage %d of %d: %s", n, len(names), name)
+        trainer, history = _fit(cfg, stage_run, family, name, strategy, init_weights=previous, **given)
+        _save_weights_atomically(trainer.network, final)
+        log.info("stage %d (%s) finished: %s", n, name, final)
+    last = runs.stage_weights(root, len(names), names[-1])
+    if last.is_file():
+        network = trainer.network if trainer is not None and stage in (None, len(names)) else None
+        if network is None:
+            network = family.build_network(config_lib.override(cfg, ["model.weights=null"]).model)
+            network.load_weights(last)
+        family.inference_model(network).save(runs.run_dir(root).model)
+        log.info("saved the inference model to %s", runs.run_dir(root).model)
+    return trainer, history
+
+
+def _save_weights_atomically(network, path: Path) -> None:
+    tmp = path.with_name(f"partial-{path.name}")  # Keras wants the .weights.h5 ending
+    network.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=None, train_data=None,
+         steps_per_epoch=None, validation_data=None, callbacks: Sequence = ()):
+    """One `model.fit` into `run` (resumed when its backup holds finished epochs): the whole of a jointly trained
+    family, or one stage of a staged one."""
+    from fbnet_tf.optimizers import FusedAdam
+
+    run.create()
     repaired = runs.repair_backup(run.root)  # a kill may have cut the last backup short
     if repaired:
         log.warning(repaired)
@@ -222,34 +287,35 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     own_pipeline = train_data is None
     if own_pipeline:
-        train_data, data_steps, validation_data = datasets(cfg, strategy)
+        train_data, data_steps, validation_data = family.training_data(cfg, stage, strategy)
         steps_per_epoch = cfg.trainer.steps_per_epoch or data_steps
     else:
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
+    epochs = int(cfg.trainer.stage_epochs.get(stage, cfg.trainer.epochs))
 
     with strategy.scope():
-        trainer = build_trainer(cfg)
+        trainer = family.build_trainer(cfg, stage=stage)
         trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
                         jit_compile=use_jit(cfg.trainer.jit_compile))
         trainer.build((None, cfg.model.image_size, cfg.model.image_size, 3))
+    if init_weights is not None:  # the previous stage's result; a resumed backup overrides it
+        trainer.network.load_weights(init_weights)
 
     # A kill may fall between an epoch's CSV row and its backup: keep only the epochs the backup holds.
     done = runs.completed_epochs(run.root)
     runs.trim_history(run.root, done)
     if done:
-        log.info("resuming %s after epoch %d of %d", run.root, done, cfg.trainer.epochs)
+        log.info("resuming %s after epoch %d of %d", run.root, done, epochs)
     with warnings.catch_warnings():
         if own_pipeline:  # our training stream repeats forever; only the (finite) validation split "runs out"
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        history = trainer.fit(train_data, epochs=cfg.trainer.epochs, steps_per_epoch=steps_per_epoch,
+        history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
                               validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
                               callbacks=[*callbacks_for(run, validation=validation_data is not None,
                                                         best_val_loss=runs.best_logged(run.root, "val_loss")),
                                          *callbacks],
                               verbose=cfg.trainer.verbose)
-    inference_model(trainer.network).save(run.model)
-    log.info("saved the inference model to %s", run.model)
     return trainer, history
 
 
@@ -294,6 +360,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, dotted key, YAML value (e.g. trainer.epochs=5)")
     parser.add_argument("--run-dir", help="run directory (created; a rerun resumes it)")
+    parser.add_argument("--stage", type=int, help="a staged model (FATAUVA-Net): run only stage N (1-based)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser.parse_args(argv)
 
@@ -314,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.run_dir:
             raise ValueError("--run-dir is required (the folder for config, checkpoints, logs and the model)")
-        train(cfg, args.run_dir)
+        train(cfg, args.run_dir, stage=args.stage)
         return 0
     except (TrainingDiverged, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Models: the VGG-FACE backbone (+ published-weight loader), FaceBehaviorNet, its presets and baselines.
+"""Models: the VGG-FACE backbone (+ published-weight loader), FaceBehaviorNet, its presets and baselines, and
+FATAUVA-Net; `registry` maps `model.family` to a family's build functions.
 
 Importing this package is cheap (presets are plain dicts); TensorFlow loads on first use of a model name.
 
@@ -14,6 +15,8 @@ _LAZY = {
     "ClipToUnitRange": "facebehaviornet", "inference_model": "facebehaviornet", "network_of": "facebehaviornet",
     "build_network": "facebehaviornet", "build_inference_model": "facebehaviornet",
     "build_trainer": "facebehaviornet",
+    "FatauvaNet": "fatauvanet", "FatauvaNetTrainer": "fatauvanet", "RPolyBlock": "fatauvanet",
+    "decode_va_top3": "fatauvanet", "family": "registry", "family_of": "registry", "label_names": "registry",
 }
 
 __all__ = sorted([*_LAZY, "EXPERIMENTS", "MODEL_PRESETS", "SINGLE_TASK_EXPERIMENTS", "single_task_experiment"])
@@ -30,4 +33,5 @@ def __getattr__(name):
 def register_serializables() -> None:
     """Import the modules whose Keras classes a saved `model.keras` refers to."""
     import fbnet_tf.models.facebehaviornet  # noqa: F401
+    import fbnet_tf.models.fatauvanet  # noqa: F401
     import fbnet_tf.models.vggface  # noqa: F401

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fbnet_tf.config import TASKS
-from fbnet_tf.labels import AUS, EXPRESSIONS, VA_NAMES
+from fbnet_tf.labels import AU_NAMES, AUS, EXPRESSIONS, VA_NAMES
 from fbnet_tf.models.vggface import INITIALIZER, VGGFaceBackbone
 
 # task -> (raw output name, units). The paper's single linear output layer is these three Dense layers side by
@@ -59,6 +59,12 @@ class FaceBehaviorNet(keras.Model):
         self.fc_units = int(fc_units)
         self.dropout = float(dropout)
         self.tasks = tuple(tasks)
+
+    def label_names(self) -> dict[str, list[str]]:
+        """The names of each inference output's columns (the tasks this network has)."""
+        names = {"va": ("valence_arousal", VA_NAMES), "expr": ("expression", EXPRESSIONS),
+                 "au": ("action_units", AU_NAMES)}
+        return {names[t][0]: list(names[t][1]) for t in TASKS if t in self.tasks}
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -213,8 +219,9 @@ def build_inference_model(config) -> keras.Model:
     return inference_model(build_network(config))
 
 
-def build_trainer(config, network: FaceBehaviorNet | None = None) -> FaceBehaviorNetTrainer:
-    """A trainer from an `ExperimentConfig` (its model and loss sections); not compiled."""
+def build_trainer(config, network: FaceBehaviorNet | None = None, stage: str | None = None) -> FaceBehaviorNetTrainer:
+    """A trainer from an `ExperimentConfig` (its model and loss sections); not compiled. One stage: all tasks at
+    once."""
     import dataclasses
 
     from fbnet_tf.losses import MultiTaskLoss
@@ -222,3 +229,15 @@ def build_trainer(config, network: FaceBehaviorNet | None = None) -> FaceBehavio
     network = network if network is not None else build_network(config.model)
     loss = MultiTaskLoss(**dataclasses.asdict(config.loss))
     return FaceBehaviorNetTrainer(network, loss)
+
+
+def stage_names(config) -> list[str]:
+    """FaceBehaviorNet trains every task at once: one stage."""
+    return ["joint"]
+
+
+def training_data(config, stage, strategy):
+    """The three-stream pipeline (`fbnet_tf.data.training_dataset`) over `data.record_dirs`."""
+    from fbnet_tf.train import datasets
+
+    return datasets(config, strategy)

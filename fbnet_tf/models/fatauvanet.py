@@ -275,6 +275,14 @@ class FatauvaNet(keras.Model):
         """The training stages this network has (FATVA has no AU stage)."""
         return [s for s in STAGES if not (self.fatva and s[0] == "au")]
 
+    def stage_outputs(self, stage: str) -> keras.Model:
+        """The part of the network a stage's loss needs (shared layers): image -> that stage's raw outputs only, so
+        stage 1 does not run the AU and V-A layers, nor stage 2 the V-A layer."""
+        wanted = {"attribute": ("attribute_logits",), "au": ("au_logits",),
+                  "va": ("va_logits", "va_values", "va_features")}[stage]
+        return keras.Model(self.input, {k: v for k, v in self.output.items() if k in wanted},
+                           name=f"{self.name}_{stage}")
+
     def stage_layers(self, stage: str) -> list:
         prefixes = dict((name, p) for name, p, _ in STAGES)[stage]
         return [layer for layer in self.layers if layer.name.startswith(prefixes)]
@@ -412,6 +420,7 @@ class FatauvaNetTrainer(keras.Model):
         if stage not in names:
             raise ValueError(f"stage {stage!r}: this network has stages {names}")
         self.network, self.stage = network, stage
+        self.stage_network = network.stage_outputs(stage)
         self.turning_point, self.center_weight, self.center_alpha = turning_point, center_weight, center_alpha
         trained = set(network.stage_layers(stage))
         for layer in network.layers:
@@ -433,7 +442,7 @@ class FatauvaNetTrainer(keras.Model):
                                            initializer="zeros", trainable=False, name="va_centres")
 
     def call(self, images, training=False):
-        return self.network(images, training=training)
+        return self.stage_network(images, training=training)
 
     def loss_terms(self, targets, outputs) -> dict:
         if self.stage == "attribute":
@@ -509,6 +518,72 @@ def targets_from_features(features) -> dict:
 # The record features `targets_from_features` reads, and which target says a record belongs to a stage.
 TARGET_FEATURES = ("attributes", "attributes_mask", "va", "va_mask", "facs/au", "facs/occurrence")
 STAGE_MASK = {"attribute": "attributes_mask", "au": "au_mask", "va": "va_mask"}
+
+
+def stage_keep(stage: str):
+    """targets -> True where the record has a label the stage learns from (works batched and per record)."""
+    key = STAGE_MASK[stage]
+
+    def keep(targets):
+        mask = tf.convert_to_tensor(targets[key])
+        return mask > 0 if key == "va_mask" else tf.reduce_max(mask, axis=-1) > 0
+
+    return keep
+
+
+def stage_record_dirs(config, stage: str) -> list[str]:
+    dirs = config.data.stage_record_dirs.get(stage) or config.data.record_dirs
+    if not dirs:
+        raise ValueError(f"no record dirs for FATAUVA-Net stage {stage!r}: set data.stage_record_dirs.{stage} "
+                         "(attribute: CelebA; au: BP4D, SEMAINE; va: Aff-Wild) or data.record_dirs")
+    return [str(d) for d in dirs]
+
+
+def stage_weight_fn(config, stage: str, targets: dict):
+    """The re-sampling weight of the stage's records (paper 4.1.1), from their label statistics; None when off."""
+    from fbnet_tf import rebalance
+
+    settings = config.data.rebalance
+    if stage == "au" and settings.au:
+        ratios = rebalance.au_ratios(targets["au"], targets["au_mask"], settings.au_target_rate)
+        return lambda t: rebalance.au_weights(t["au"], t["au_mask"], ratios, settings.au_negative_keep,
+                                              settings.max_repeat)
+    if stage == "va" and settings.va:
+        ratios = rebalance.va_ratios(targets["va"], targets["va_mask"], settings.va_strength)
+        return lambda t: rebalance.va_weights(t["va"], t["va_mask"], ratios, settings.max_repeat)
+    return None
+
+
+def training_data(config, stage: str, strategy):
+    """(train dataset, steps per epoch, validation dataset or None) of one stage, from its record dirs."""
+    import math
+
+    from fbnet_tf import data
+
+    dirs = stage_record_dirs(config, stage)
+    keep = stage_keep(stage)
+    common = dict(batch_size=config.data.batch_size, image_size=config.model.image_size,
+                  label_features=TARGET_FEATURES, to_targets=targets_from_features, keep=keep)
+    targets = data.scan_targets(dirs, "train", label_features=TARGET_FEATURES, to_targets=targets_from_features,
+                                keep=keep)
+    count = len(next(iter(targets.values()), []))
+    if not count:
+        raise ValueError(f"FATAUVA-Net stage {stage!r}: no training record in {dirs} carries its labels "
+                         f"({STAGE_MASK[stage]})")
+    weight_fn = stage_weight_fn(config, stage, targets)
+    if weight_fn is not None:  # an epoch is one pass over the re-sampled stream
+        count = float(np.sum(keras.ops.convert_to_numpy(weight_fn(targets))))
+    steps = max(1, math.ceil(count / config.data.batch_size))
+    train = data.labelled_dataset(dirs, split="train", training=True, augment=config.data.augment,
+                                  weight_fn=weight_fn, deterministic=config.data.deterministic,
+                                  seed=config.data.seed, **common)
+    validation = None
+    if config.data.validation and any(data.record_files(d, "validation") for d in dirs):
+        validation = data.labelled_dataset(dirs, split="validation", training=False,
+                                           **{**common, "batch_size": config.data.validation_batch_size})
+    if strategy.num_replicas_in_sync > 1:
+        train = strategy.experimental_distribute_dataset(train)
+    return train, steps, validation
 
 
 # --------------------------------------------------------------------------------------------- from a config

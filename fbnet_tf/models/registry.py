@@ -1,0 +1,45 @@
+"""The model families and the one interface train, evaluate, export and predict use for all of them.
+
+A family is a module in `fbnet_tf/models/` that provides:
+    build_network(model_config) -> network          the raw-output Keras model
+    build_trainer(config, network=None, stage=None) the `model.fit` wrapper (losses, masks, metrics) of a stage
+    inference_model(network) -> keras.Model          image -> named outputs (`valence_arousal`, `expression`,
+                                                     `action_units`, `attributes`: those the family has)
+    network_of(model) -> network                     the network inside an inference model or trainer
+    stage_names(config) -> [name, ...]               training stages, in order (one for a jointly trained family)
+    training_data(config, stage, strategy)           (train dataset, steps per epoch, validation dataset or None)
+and its network has `label_names()` -> {output: [column names]}. Nothing outside `models/` names a family.
+"""
+from __future__ import annotations
+
+import importlib
+
+FAMILIES = {"facebehaviornet": "fbnet_tf.models.facebehaviornet", "fatauvanet": "fbnet_tf.models.fatauvanet"}
+
+
+def family(config_or_name):
+    """The family module of a config (its `model.family`), a `ModelConfig`, or a family name."""
+    name = config_or_name
+    if not isinstance(name, str):
+        name = getattr(getattr(config_or_name, "model", config_or_name), "family")
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def family_of(model):
+    """(family module, network) of a Keras model of any family (an inference model, trainer or network)."""
+    for name in FAMILIES:
+        module = family(name)
+        try:
+            return module, module.network_of(model)
+        except ValueError:
+            continue
+    raise ValueError(f"model {model.name!r} is no network of the families {sorted(FAMILIES)}")
+
+
+def label_names(model) -> dict[str, list[str]]:
+    """{output name: column names} of the outputs `model` (an inference model) gives, in output order."""
+    _, network = family_of(model)
+    names = network.label_names()
+    return {key: names[key] for key in names if key in model.output}
