@@ -31,7 +31,7 @@ class RebalanceConfig:
     au_target_rate: float = 0.3  # the positive rate each rarer AU is brought to (exact for one AU)
     au_negative_keep: float = 0.5  # the fraction of images without a rare positive AU that is kept
     va: bool = False  # flatten the histogram of the quantised (-5..5) valence and arousal
-    va_strength: float = 1.0  # 0: no change, 1: flat (per dimension, geometric mean over the two)
+    va_strength: float = 1.0  # 0: no change, 1: flat (per dimension; a record weighs the product of the two)
     max_repeat: int = 8  # cap on the copies of one image
 
 

@@ -11,8 +11,9 @@ from the label statistics of the records themselves (`au_weights`, `va_weights`,
   record, so the target is then approached, not met; `expected_positive_rate` says where it lands).
 - V-A: both values quantised to -5..5 (round(5 v)); per dimension the ratio of the mean bin count (over the
   occupied bins) to the record's bin count, raised to `strength` (1 flattens, 0 leaves the histogram alone);
-  a record weighs the geometric mean of its two ratios, so frequent values (valence 0 and 1) are under-sampled
-  and rare ones over-sampled.
+  a record weighs the product of its two ratios, which flattens both histograms exactly when valence and arousal
+  are independent (and approximately otherwise): frequent values (valence 0 and 1, arousal 1) are under-sampled,
+  rare ones over-sampled.
 Weights are capped at `max_repeat`.
 """
 from __future__ import annotations
@@ -63,12 +64,12 @@ def va_ratios(va, va_mask, strength: float) -> np.ndarray:
 
 
 def va_weights(va, va_mask, ratios, max_repeat: float):
-    """Per-record weight (tensors [..., 2] -> [...]): sqrt(ratio_valence * ratio_arousal); 1 without a V-A label."""
+    """Per-record weight (tensors [..., 2] -> [...]): ratio_valence * ratio_arousal; 1 without a V-A label."""
     import tensorflow as tf
 
     bins = tf.cast(tf.clip_by_value(tf.round(tf.cast(va, tf.float32) * 5.0), -5.0, 5.0), tf.int64) + 5
     table = tf.constant(ratios, tf.float32)
-    w = tf.sqrt(tf.gather(table[0], bins[..., 0]) * tf.gather(table[1], bins[..., 1]))
+    w = tf.gather(table[0], bins[..., 0]) * tf.gather(table[1], bins[..., 1])
     return tf.where(tf.cast(va_mask, tf.float32) > 0, tf.minimum(w, float(max_repeat)), 1.0)
 
 
