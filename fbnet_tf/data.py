@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from fbnet_tf.labels import AUS
-from fbnet_tf.records import facs_spec, feature_spec
+from fbnet_tf.records import facs_dense, facs_spec, feature_spec
 
 STREAMS = ("va", "au", "expr")
 # Builders store 112x112 crops; the paper trains at 96x96: the margin between the two is the room random crops
@@ -455,21 +455,28 @@ def _extra_feature_spec(files: Sequence[str]) -> dict:
     return spec
 
 
-def evaluation_dataset(record_dir: str, *, split: str, image_size: int, batch_size: int):
+def evaluation_dataset(record_dir: str, *, split: str, image_size: int, batch_size: int,
+                       aus: Sequence[int] | None = None):
     """One database split in record order: `(images, fields)` with every label, id and extra feature.
 
     `fields` holds `source`, `split`, `sample_id`, `subject` (strings), `expr`, `va`, `va_mask`, `au`, `au_mask`,
     `au_intensity`, `compound`, `attributes`, `attributes_mask`, plus any feature a builder added (e.g. a clip id).
-    Unlabelled images included.
+    With `aus` (a model's own AU list, e.g. FATAUVA-Net's 14 with AU45), `au`/`au_mask` are over those AUs, read
+    from the records' `facs/*` lists. Unlabelled images included.
     """
     files = _split_files([str(record_dir)], split)
     spec = {**feature_spec(), **_extra_feature_spec(files)}
-    drop = ("image/encoded", "image/height", "image/width")
+    if aus is not None:
+        spec.update(facs_spec())
+    drop = ("image/encoded", "image/height", "image/width", *facs_spec())
 
     def to_example(serialized):
         features = tf.io.parse_single_example(serialized, spec)
         fields = {k: v for k, v in features.items() if k not in drop}
         fields["expr"] = tf.cast(fields["expr"], tf.int32)
+        if aus is not None:
+            fields["au"], fields["au_mask"] = facs_dense(features["facs/au"], features["facs/occurrence"], aus)
+            fields.pop("au_intensity")
         return eval_image(features["image/encoded"], image_size), fields
 
     ds = tf.data.TFRecordDataset(files).map(to_example, num_parallel_calls=tf.data.AUTOTUNE)

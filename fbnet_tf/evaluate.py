@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from fbnet_tf import metrics, plots
 from fbnet_tf.data import evaluation_dataset, record_count, record_files
-from fbnet_tf.labels import AUS, EXPRESSIONS
+from fbnet_tf.labels import AU_NAMES, CELEBA_ATTRIBUTES, EXPRESSIONS, VA_NAMES, parse_au_number
 
 # Table 2 of the paper (plus Aff-Wild2 and its ABAW scores): (database key, heading, [(column, metric key)]).
 TABLE_COLUMNS = (
@@ -61,15 +61,16 @@ def default_split(record_dir: str) -> str | None:
     return None
 
 
-def predict_records(model, record_dir: str, split: str, *, batch_size: int = 64) -> dict:
+def predict_records(model, record_dir: str, split: str, *, batch_size: int = 64, aus=None) -> dict:
     """Run `model` over one split of one record directory: the records' fields and the model's outputs, numpy.
 
     Returns {field: [N, ...]} with the label and id fields of `evaluation_dataset` (strings decoded) plus
-    `pred_<output>` for each output of the model (`valence_arousal`, `expression`, `action_units`); {} when the
-    split is empty.
+    `pred_<output>` for each output of the model (`valence_arousal`, `expression`, `action_units`, `attributes`);
+    {} when the split is empty. `aus`: the model's own AU numbers when they are not the canonical 17 (the truth
+    then comes from the records' `facs/*` lists).
     """
     image_size = int(model.input_shape[1])
-    dataset = evaluation_dataset(record_dir, split=split, image_size=image_size, batch_size=batch_size)
+    dataset = evaluation_dataset(record_dir, split=split, image_size=image_size, batch_size=batch_size, aus=aus)
     total = math.ceil(record_count(record_dir, split) / batch_size)
     parts: dict[str, list] = {}
     for images, fields in tqdm(dataset, total=total, desc=f"{os.path.basename(os.path.normpath(record_dir))}/{split}",
@@ -125,15 +126,25 @@ def clip_accuracy(probabilities, labels, clips) -> float:
     return metrics.accuracy(clip_labels, sums.argmax(axis=1))
 
 
-def database_metrics(key: str, collected: dict) -> dict:
-    """Every metric that applies to the labels this database has and the outputs the model gives."""
+def canonical_labels() -> dict[str, list[str]]:
+    return {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+
+
+def database_metrics(key: str, collected: dict, labels: dict | None = None) -> dict:
+    """Every metric that applies to the labels this database has and the outputs the model gives.
+
+    `labels`: the model's column names per output (`models.registry.label_names`); the canonical ones by default.
+    """
+    labels = labels or canonical_labels()
     result: dict = {"count": int(len(collected["sample_id"]))}
     va_rows = collected["va_mask"] > 0
     if va_rows.any() and "pred_valence_arousal" in collected:
         va_true, va_pred = collected["va"][va_rows], collected["pred_valence_arousal"][va_rows]
         valence, arousal = metrics.ccc(va_true, va_pred)
+        mse_valence, mse_arousal = metrics.mse(va_true, va_pred)
         result.update(va_count=int(va_rows.sum()), ccc_valence=float(valence), ccc_arousal=float(arousal),
-                      ccc_mean=metrics.abaw2022_va_score(va_true, va_pred))
+                      ccc_mean=metrics.abaw2022_va_score(va_true, va_pred), mse_valence=float(mse_valence),
+                      mse_arousal=float(mse_arousal))
     expr_rows = collected["expr"] >= 0
     if expr_rows.any() and "pred_expression" in collected:
         truth, scores = collected["expr"][expr_rows], collected["pred_expression"][expr_rows]
@@ -155,15 +166,27 @@ def database_metrics(key: str, collected: dict) -> dict:
         truth, probabilities = collected["au"][au_rows], collected["pred_action_units"][au_rows]
         mask = collected["au_mask"][au_rows]
         annotated = mask.max(axis=0) > 0
-        result.update(au_count=int(au_rows.sum()), au_annotated=[a for a, used in zip(AUS, annotated) if used],
+        numbers = [parse_au_number(name) for name in labels["action_units"]]
+        auc = metrics.auc_per_au(truth, probabilities, mask)
+        result.update(au_count=int(au_rows.sum()), au_annotated=[a for a, used in zip(numbers, annotated) if used],
                       au_f1=metrics.mean_f1(truth, probabilities, mask),
                       au_accuracy=float(metrics.accuracy_per_au(truth, probabilities, mask)[annotated].mean()),
-                      au_f1_per_au=metrics.f1_per_au(truth, probabilities, mask).tolist())
+                      au_f1_per_au=metrics.f1_per_au(truth, probabilities, mask).tolist(),
+                      au_auc=metrics.mean_auc(truth, probabilities, mask),
+                      au_auc_per_au=[None if np.isnan(v) else float(v) for v in auc], au_numbers=numbers)
         if key == "emotionet":
             result["emotionet_au_score"] = metrics.emotionet_au_score(truth, probabilities, mask)
         if key == "affwild2":
             result["abaw2020_au"] = metrics.abaw2020_au_score(truth, probabilities, mask)
             result["abaw2022_au"] = metrics.abaw2022_au_score(truth, probabilities, mask)
+    attribute_rows = collected.get("attributes_mask", np.zeros(0)) > 0
+    if attribute_rows.any() and "pred_attributes" in collected:
+        names = labels["attributes"]
+        truth = collected["attributes"][attribute_rows][:, [CELEBA_ATTRIBUTES.index(n) for n in names]] >= 0.5
+        predicted = collected["pred_attributes"][attribute_rows] >= 0.5
+        per_attribute = (truth == predicted).mean(axis=0)
+        result.update(attribute_count=int(attribute_rows.sum()), attribute_accuracy=float(per_attribute.mean()),
+                      attribute_accuracy_per_attribute=dict(zip(names, per_attribute.astype(float).tolist())))
     return result
 
 
@@ -201,10 +224,108 @@ def _draw(key: str, heading: str, scores: dict, collected: dict, out_dir: str) -
                                              f"{heading}: CCC-V {scores['ccc_valence']:.2f}, "
                                              f"CCC-A {scores['ccc_arousal']:.2f}"))
     if "au_f1_per_au" in scores:
-        annotated = np.isin(AUS, scores["au_annotated"])
+        annotated = np.isin(scores["au_numbers"], scores["au_annotated"])
         paths.append(plots.plot_au_f1(scores["au_f1_per_au"], annotated, os.path.join(out_dir, f"au_f1-{key}.png"),
-                                      f"{heading}: F1 per AU"))
+                                      f"{heading}: F1 per AU", au_names=[f"AU{n}" for n in scores["au_numbers"]]))
     return paths
+
+
+# The FATAUVA-Net paper's tables: the row names of its Table 4 (attribute accuracy), in its order.
+ATTRIBUTE_ROWS = {"Arched_Eyebrows": "arched eyebrows", "Attractive": "attractive", "Bushy_Eyebrows": "bushy eyebrows",
+                  "Eyeglasses": "eyeglasses", "Male": "male", "Mouth_Slightly_Open": "mouth slightly open",
+                  "Narrow_Eyes": "narrow eyes", "No_Beard": "no beard", "Smiling": "smile", "Young": "young"}
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def _cell(value, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def attribute_table(results: dict) -> str | None:
+    """The paper's Table 4: accuracy per attribute (its rows, alphabetical) and AVG, one column per database."""
+    keys = [k for k, r in results.items() if "attribute_accuracy_per_attribute" in r]
+    if not keys:
+        return None
+    names = sorted({n for k in keys for n in results[k]["attribute_accuracy_per_attribute"]},
+                   key=lambda n: ATTRIBUTE_ROWS.get(n, n.lower().replace("_", " ")))
+    rows = [[ATTRIBUTE_ROWS.get(n, n), *(_cell(results[k]["attribute_accuracy_per_attribute"].get(n)) for k in keys)]
+            for n in names]
+    rows.append(["AVG", *(_cell(results[k]["attribute_accuracy"]) for k in keys)])
+    return _grid(["Attribute", *(_heading(k) for k in keys)], rows)
+
+
+def au_tables(results: dict) -> str | None:
+    """The paper's Tables 5 and 6: AUC and F1 per AU and their AVG, one column pair per database."""
+    keys = [k for k, r in results.items() if "au_auc_per_au" in r]
+    if not keys:
+        return None
+    numbers = sorted({n for k in keys for n in results[k]["au_annotated"]})
+    rows = []
+    for n in numbers:
+        cells = [str(n)]
+        for k in keys:
+            r = results[k]
+            j = r["au_numbers"].index(n) if n in r["au_annotated"] else None
+            cells += [_cell(None if j is None else r["au_auc_per_au"][j]),
+                      _cell(None if j is None else r["au_f1_per_au"][j], 3)]
+        rows.append(cells)
+    rows.append(["AVG", *(c for k in keys for c in (_cell(results[k]["au_auc"]), _cell(results[k]["au_f1"], 3)))])
+    return _grid(["AU", *(f"{_heading(k)} {m}" for k in keys for m in ("AUC", "F1"))], rows)
+
+
+VA_COLUMNS = (("MSE-V", "mse_valence"), ("MSE-A", "mse_arousal"), ("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"))
+
+
+def va_table(rows: dict) -> str | None:
+    """The paper's Figures 9-10 as a table: {row name: scores} -> MSE and CCC of valence and arousal."""
+    if not rows:
+        return None
+    return _grid(["", *(c for c, _ in VA_COLUMNS)], [[name, *(_cell(r.get(m), 3) for _, m in VA_COLUMNS)]
+                                                    for name, r in rows.items()])
+
+
+def label_tables(results: dict) -> str:
+    """The per-label tables of whatever the model predicts: attributes (Table 4), AUs (Tables 5-6), V-A MSE/CCC
+    per database (Figures 9-10) -- the FATAUVA-Net paper's layouts, for any model that has those outputs."""
+    va = {_heading(k): r for k, r in results.items() if "mse_valence" in r}
+    parts = [("Attribute accuracy (FATAUVA-Net Table 4)", attribute_table(results)),
+             ("AU detection: AUC and F1 per AU (FATAUVA-Net Tables 5-6)", au_tables(results)),
+             ("Valence-arousal: MSE and CCC (FATAUVA-Net Figures 9-10)", va_table(va))]
+    return "\n\n".join(f"{title}\n{text}" for title, text in parts if text)
+
+
+def compare_va(reports: dict, database: str | None = None, out_dir: str | None = None) -> dict:
+    """Figures 9-10 across models: {model name: evaluation report (or its evaluation.json path)} -> the V-A scores
+    of each on one database (default: the first one all of them scored on V-A), as a table and a bar chart."""
+    loaded = {}
+    for name, report in reports.items():
+        if isinstance(report, (str, os.PathLike)):
+            path = os.path.join(report, "evaluation.json") if os.path.isdir(report) else report
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+        loaded[name] = report["databases"]
+    common = [k for k in next(iter(loaded.values()), {}) if all("mse_valence" in d.get(k, {}) for d in loaded.values())]
+    if database is None:
+        if not common:
+            raise ValueError(f"no database has V-A scores in every report of {sorted(reports)}")
+        database = common[0]
+    elif database not in common:
+        raise ValueError(f"database {database!r} lacks V-A scores in some report; those with them: {common}")
+    rows = {name: {m: d[database][m] for _, m in VA_COLUMNS} for name, d in loaded.items()}
+    result = {"database": database, "rows": rows, "table": va_table(rows)}
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        result["figure"] = plots.plot_va_comparison(rows, os.path.join(out_dir, f"va_comparison-{database}.png"),
+                                                    f"{_heading(database)}: valence and arousal")
+        with open(os.path.join(out_dir, "va_comparison.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 def _heading(key: str) -> str:
@@ -219,7 +340,12 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
     {"databases": {database key: {metric: value, ...}}, "splits": {record dir: split}, "table": text}; with
     `out_dir`, also writes `evaluation.json` and the PNG figures there.
     """
+    from fbnet_tf.models.registry import label_names
+
     dirs = [record_dirs] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
+    labels = {**canonical_labels(), **label_names(model)}
+    own_aus = labels["action_units"] != list(AU_NAMES)
+    aus = [parse_au_number(n) for n in labels["action_units"]] if own_aus else None
     by_database: dict[str, list[dict]] = {}
     splits = {}
     for record_dir in dirs:
@@ -228,18 +354,19 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
             print(f"evaluate: {record_dir} has no {chosen or 'test or validation'} split; skipped", file=sys.stderr)
             continue
         splits[str(record_dir)] = chosen
-        collected = predict_records(model, record_dir, chosen, batch_size=batch_size)
+        collected = predict_records(model, record_dir, chosen, batch_size=batch_size, aus=aus)
         if not collected:
             continue
         keys = np.array([database_key(s) for s in collected["source"]])
         for key in np.unique(keys):
             by_database.setdefault(str(key), []).append(_subset(collected, keys == key))
     merged = {key: _merge(parts) for key, parts in by_database.items()}
-    results = {key: database_metrics(key, collected) for key, collected in merged.items()}
+    results = {key: database_metrics(key, collected, labels) for key, collected in merged.items()}
     table = format_table(results, row_name)
-    report = {"databases": results, "splits": splits, "table": table}
+    report = {"databases": results, "splits": splits, "table": table, "label_tables": label_tables(results)}
     if verbose:
         print(table)
+        print(report["label_tables"])
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         report["figures"] = [p for key in results
@@ -252,16 +379,36 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fbnet_tf.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True, help="the run directory (model, config.yaml); results go here")
+    parser.add_argument("--run-dir", help="the run directory (model, config.yaml); results go here")
     parser.add_argument("--data", nargs="+", metavar="DIR",
                         help="TFRecord directories (default: the record dirs the run trained on)")
     parser.add_argument("--split", help="split to score (default: test where a directory has one, else validation)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compare", nargs="+", metavar="NAME=RUN_DIR",
+                        help="compare evaluated runs on V-A (FATAUVA-Net Figures 9-10), e.g. FATAUVA_Reg=runs/reg "
+                             "FATAUVA_Cls=runs/cls FATVA=runs/fatva; writes into --out")
+    parser.add_argument("--database", help="with --compare: the database to compare on (default: the first "
+                                           "one every run has V-A scores for)")
+    parser.add_argument("--out", help="with --compare: output folder (default: the current one)")
     args = parser.parse_args(argv)
+
+    if args.compare:
+        pairs = [item.partition("=") for item in args.compare]
+        bad = [name for name, sep, path in pairs if not sep or not name or not path]
+        if bad:
+            parser.error(f"--compare expects NAME=RUN_DIR, got {bad}")
+        result = compare_va({name: path for name, _, path in pairs}, args.database, args.out or ".")
+        print(f"{_heading(result['database'])}\n{result['table']}")
+        print(f"wrote {result['figure']}", file=sys.stderr)
+        return 0
+    if not args.run_dir:
+        parser.error("--run-dir is required (or --compare)")
 
     from fbnet_tf import runs
 
-    data_dirs = args.data or list(runs.load_config(args.run_dir).data.record_dirs)
+    cfg = runs.load_config(args.run_dir)
+    data_dirs = args.data or list(dict.fromkeys(
+        [*cfg.data.record_dirs, *(d for dirs in cfg.data.stage_record_dirs.values() for d in dirs)]))
     if not data_dirs:
         parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
     model = runs.load_inference_model(args.run_dir)

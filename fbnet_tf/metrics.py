@@ -79,6 +79,43 @@ def mean_f1(y_true, y_pred, mask=None, zero_division=0.0):
     return float(scores[used].mean()) if used.any() else 0.0
 
 
+def auc_per_au(y_true, y_score, mask=None):
+    """[K] ROC AUC per AU over its annotated entries (the FATAUVA-Net paper's Table 5): the probability that a
+    positive scores above a negative, ties counting one half (sklearn's `roc_auc_score`). An AU whose annotated
+    entries are all of one class has no AUC: NaN (left out of `mean_auc`)."""
+    y_true = np.asarray(y_true, np.float64) >= 0.5
+    y_score = np.asarray(y_score, np.float64)
+    mask = np.ones(y_true.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask) > 0, y_true.shape)
+    scores = np.full(y_true.shape[1], np.nan)
+    for j in range(y_true.shape[1]):
+        rows = mask[:, j]
+        positives, negatives = y_score[rows & y_true[:, j], j], y_score[rows & ~y_true[:, j], j]
+        if len(positives) and len(negatives):
+            # rank statistic (Mann-Whitney U) with average ranks for ties
+            values = np.concatenate([positives, negatives])
+            order = values.argsort(kind="mergesort")
+            ranks = np.empty(len(values))
+            sorted_values = values[order]
+            _, first, counts = np.unique(sorted_values, return_index=True, return_counts=True)
+            average = first + (counts + 1) / 2.0
+            ranks[order] = np.repeat(average, counts)
+            u = ranks[:len(positives)].sum() - len(positives) * (len(positives) + 1) / 2.0
+            scores[j] = u / (len(positives) * len(negatives))
+    return scores
+
+
+def mean_auc(y_true, y_score, mask=None) -> float:
+    """Mean of `auc_per_au` over the AUs that have one (0.0 when none has)."""
+    scores = auc_per_au(y_true, y_score, mask)
+    return float(np.nanmean(scores)) if np.isfinite(scores).any() else 0.0
+
+
+def mse(y_true, y_pred):
+    """Mean squared error per column ([N, D] -> [D]); 0.0 without samples."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    return ((y_true - y_pred) ** 2).mean(axis=0) if len(y_true) else np.zeros(y_true.shape[1:])
+
+
 def accuracy_per_au(y_true, y_pred, mask=None):
     """[K] fraction of correct decisions per AU over its annotated entries (0.0 for a never-annotated AU)."""
     y_true, y_pred, mask = _au_arrays(y_true, y_pred, mask)

@@ -58,10 +58,10 @@ def plot_va_histogram(va_true, va_pred, path, title: str = "") -> str:
     return _save(figure, path)
 
 
-def plot_au_f1(f1_per_au, annotated, path, title: str = "") -> str:
+def plot_au_f1(f1_per_au, annotated, path, title: str = "", au_names=AU_NAMES) -> str:
     """Bars of F1 for each annotated AU (the database's own AU set), with the mean as a line."""
     f1_per_au, annotated = np.asarray(f1_per_au, np.float64), np.asarray(annotated, bool)
-    names = [name for name, used in zip(AU_NAMES, annotated) if used]
+    names = [name for name, used in zip(au_names, annotated) if used]
     values = f1_per_au[annotated]
     figure = Figure(figsize=(max(4.0, 0.5 * len(names) + 1.5), 4))
     axes = figure.add_subplot()
@@ -73,4 +73,24 @@ def plot_au_f1(f1_per_au, annotated, path, title: str = "") -> str:
     axes.set_ylabel("F1")
     axes.tick_params(axis="x", rotation=45)
     axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_va_comparison(rows: dict, path, title: str = "") -> str:
+    """The FATAUVA-Net paper's Figures 9-10 side by side: MSE and CCC of valence and arousal per model.
+
+    `rows`: {model name: {"mse_valence", "mse_arousal", "ccc_valence", "ccc_arousal"}}."""
+    names = list(rows)
+    figure = Figure(figsize=(max(6.0, 1.6 * len(names) + 3), 3.8))
+    x = np.arange(len(names))
+    for k, (metric, label) in enumerate((("mse", "MSE (lower is better)"), ("ccc", "CCC (higher is better)"))):
+        axes = figure.add_subplot(1, 2, k + 1)
+        for d, (dimension, colour) in enumerate(zip(VA_NAMES, ("tab:blue", "tab:orange"))):
+            values = [rows[n][f"{metric}_{dimension}"] for n in names]
+            bars = axes.bar(x + (d - 0.5) * 0.38, values, 0.38, color=colour, label=dimension)
+            axes.bar_label(bars, fmt="%.2f", fontsize=7)
+        axes.set_xticks(x, names, rotation=15)
+        axes.set_title(label)
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
     return _save(figure, path)

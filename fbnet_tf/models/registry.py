@@ -39,7 +39,15 @@ def family_of(model):
 
 
 def label_names(model) -> dict[str, list[str]]:
-    """{output name: column names} of the outputs `model` (an inference model) gives, in output order."""
-    _, network = family_of(model)
-    names = network.label_names()
-    return {key: names[key] for key in names if key in model.output}
+    """{output name: column names} of the outputs `model` (an inference model) gives.
+
+    A model that holds no family's network (e.g. a hand-made Keras model with the same output names) gets the
+    canonical label spaces of `fbnet_tf.labels`."""
+    from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
+
+    try:
+        names = family_of(model)[1].label_names()
+    except ValueError:
+        names = {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+    outputs = model.output if isinstance(model.output, dict) else {}
+    return {key: names[key] for key in names if key in outputs}
