@@ -3,11 +3,14 @@ every face's valence/arousal as a point on a circumplex inset (Russell's circle:
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
 
 from fbnet_tf.labels import AU_NAMES
+
+_AU_COLUMN = re.compile(r"AU\d+")
 
 # One colour per expression (RGB), so a face's box and its point on the circumplex match.
 EXPRESSION_COLOURS = {
@@ -45,20 +48,22 @@ def _draw_face(image, row, scale):
 
 
 def _draw_au_bars(image, row, box, scale):
-    """17 horizontal bars beside the box (right side, or left when there is no room), length = probability."""
-    probabilities = [row.get(name, math.nan) for name in AU_NAMES]
+    """One horizontal bar per AU column of the row (the model's own AU list; the canonical 17 when it has none)
+    beside the box (right side, or left when there is no room), length = probability."""
+    names = [key for key in row if _AU_COLUMN.fullmatch(str(key))] or list(AU_NAMES)
+    probabilities = [row.get(name, math.nan) for name in names]
     if all(math.isnan(p) for p in probabilities):
         return
     x, y, w, h = box
-    bar_h = max(int(round(10 * scale)), 8, int(round(h / len(AU_NAMES))))  # readable labels even on small boxes
+    bar_h = max(int(round(10 * scale)), 8, int(round(h / len(names))))  # readable labels even on small boxes
     font_scale = bar_h / 28.0
     label_w = cv2.getTextSize("AU26", FONT, font_scale, 1)[0][0] + 4
     bar_w = int(50 * scale) + 10
     left = x + w + 4 if x + w + 4 + label_w + bar_w < image.shape[1] else max(0, x - 4 - label_w - bar_w)
-    bottom = min(image.shape[0], y + len(AU_NAMES) * bar_h)
+    bottom = min(image.shape[0], y + len(names) * bar_h)
     panel = image[max(0, y):bottom, left:left + label_w + bar_w]
     panel[:] = (panel * 0.35).astype(np.uint8)  # dark backing so the labels read on any background
-    for i, (name, p) in enumerate(zip(AU_NAMES, probabilities)):
+    for i, (name, p) in enumerate(zip(names, probabilities)):
         top = y + i * bar_h
         if top + bar_h > image.shape[0]:
             break

@@ -50,6 +50,11 @@ class DataConfig:
     deterministic: bool = False
     seed: int = 0
 
+    def all_record_dirs(self) -> list[str]:
+        """`record_dirs` and every stage's, each once, in order: what a run trained on."""
+        stages = [d for dirs in self.stage_record_dirs.values() for d in (dirs or [])]
+        return [str(d) for d in dict.fromkeys([*self.record_dirs, *stages])]
+
 
 FAMILIES = ("facebehaviornet", "fatauvanet")
 

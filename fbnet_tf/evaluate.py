@@ -407,8 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fbnet_tf import runs
 
     cfg = runs.load_config(args.run_dir)
-    data_dirs = args.data or list(dict.fromkeys(
-        [*cfg.data.record_dirs, *(d for dirs in cfg.data.stage_record_dirs.values() for d in dirs)]))
+    data_dirs = args.data or cfg.data.all_record_dirs()
     if not data_dirs:
         parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
     model = runs.load_inference_model(args.run_dir)

@@ -6,8 +6,8 @@ Layout written under `--out` (default `<run-dir>/export`):
 
     <model_name>/<version>/                     TF Serving model (saved_model.pb, variables/, assets/labels.json,
                                                 assets.extra/tf_serving_warmup_requests)
-    tflite/<model_name>_{fp32,dynamic,float16,int8}.tflite
-    onnx/<model_name>.onnx
+    tflite/<model_name>_{fp32,dynamic,float16,int8}.tflite, tflite/labels.json
+    onnx/<model_name>.onnx, onnx/labels.json
     parity.json                                 every converted file against the SavedModel on held-out images
 
 SavedModel signatures:
@@ -16,6 +16,8 @@ SavedModel signatures:
                    normalisation inside the graph)
   preprocessed     image: float32 [N, S, S, 3] RGB 0..255, framed at the model's input size -> the same outputs
   labels           () -> expression [7], action_units [17], valence_arousal [2] names (strings)
+A FATAUVA-Net run has `valence_arousal`, `action_units` over its own 14 AUs (AU45 included) and `attributes` [N,10]
+instead; `labels` and `assets/labels.json` name the columns of whatever outputs the model has.
 The TFLite and ONNX files hold the `preprocessed` function (signature `serving_default`, input `image` float32
 [N, S, S, 3], the same named outputs; frame crops with `data.centre_crop` first; int8 TFLite takes uint8 input).
 The SavedModel is always written: it is the reference every other file is checked against.
@@ -40,7 +42,7 @@ from fbnet_tf.records import SPLITS
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("valence_arousal", "expression", "action_units")
+OUTPUTS = ("valence_arousal", "expression", "action_units", "attributes")
 FORMATS = ("savedmodel", "tflite", "onnx")
 TFLITE_VARIANTS = ("fp32", "dynamic", "float16", "int8")
 SERVING_INPUT = "images"
@@ -58,9 +60,16 @@ class ParityError(RuntimeError):
     """A converted model does not compute what the SavedModel computes (NaN, out of range, or off-bounds)."""
 
 
-def labels_dict() -> dict[str, list[str]]:
-    """The output names in output order: what `labels.json` and the `labels` signature carry."""
-    return {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+def labels_dict(model=None) -> dict[str, list[str]]:
+    """The column names of each output, in output order: what `labels.json` and the `labels` signature carry.
+
+    Those of `model`'s outputs (its family's own AU list, attributes ...); without a model, the canonical ones."""
+    if model is None:
+        return {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+    from fbnet_tf.models.registry import label_names
+
+    names = label_names(model)
+    return {key: names[key] for key in OUTPUTS if key in names}
 
 
 def model_input_size(model) -> int:
@@ -91,7 +100,7 @@ def _serving_module(model):
 
     size = model_input_size(model)
     present = model_outputs(model)
-    names = {key: value for key, value in labels_dict().items() if key in present}
+    names = {key: value for key, value in labels_dict(model).items() if key in present}
 
     def run(image):
         outputs = model(image, training=False)
@@ -138,7 +147,7 @@ def save_savedmodel(model, version_dir, warmup_images=None, model_name="fbnet") 
     module = _serving_module(model)
     with tempfile.TemporaryDirectory() as scratch:
         labels_file = Path(scratch) / "labels.json"
-        labels_file.write_text(json.dumps(labels_dict(), indent=1))
+        labels_file.write_text(json.dumps(labels_dict(model), indent=1))
         module.labels_asset = tf.saved_model.Asset(str(labels_file))  # copied to assets/labels.json
         tf.saved_model.save(module, str(version_dir), signatures={
             "serving_default": module.serve, "preprocessed": module.preprocessed, "labels": module.labels})
@@ -260,14 +269,15 @@ def calibration_and_holdout(record_dirs, size: int, calibration: int = 100, hold
 
 
 def training_record_dirs(run_dir) -> list[str]:
-    """The record dirs the run was trained on (its config's `data.record_dirs`), for the representative dataset.
+    """The record dirs the run was trained on (its config's `data.record_dirs` and per-stage ones), for the
+    representative dataset.
 
     Relative paths were relative to wherever training ran: tried as given, then against the run dir's ancestors."""
     from fbnet_tf.runs import load_config
 
     run_dir = Path(run_dir).resolve()
     found, missing = [], []
-    for directory in load_config(run_dir).data.record_dirs:
+    for directory in load_config(run_dir).data.all_record_dirs():
         candidates = [Path(directory)] + ([] if os.path.isabs(directory)
                                           else [base / directory for base in (run_dir, *run_dir.parents)])
         existing = [c for c in candidates if c.is_dir()]
@@ -367,7 +377,7 @@ def parity(reference: dict, candidate: dict) -> dict:
         report["expression_argmax_agreement"] = float(np.mean(reference["expression"].argmax(1)
                                                               == candidate["expression"].argmax(1)))
     report.update(max_abs_d_va=max_diff("valence_arousal"), max_abs_d_expression=max_diff("expression"),
-                  max_abs_d_au_prob=max_diff("action_units"))
+                  max_abs_d_au_prob=max_diff("action_units"), max_abs_d_attribute_prob=max_diff("attributes"))
     return report
 
 
@@ -378,7 +388,8 @@ def check_parity(name: str, variant: str, reference: dict, candidate: dict) -> d
     report["bounds"] = {"max_abs_d_va": va_bound, "max_abs_d_prob": prob_bound,
                         "expression_argmax_agreement": agreement_bound}
     report["ok"] = bool(report["finite"] and report["max_abs_d_va"] <= va_bound
-                        and max(report["max_abs_d_expression"], report["max_abs_d_au_prob"]) <= prob_bound
+                        and max(report["max_abs_d_expression"], report["max_abs_d_au_prob"],
+                                report["max_abs_d_attribute_prob"]) <= prob_bound
                         and report["expression_argmax_agreement"] >= agreement_bound)
     if not report["finite"]:
         raise ParityError(f"{name}: outputs NaN/Inf on the parity images (a broken conversion)")
@@ -491,9 +502,12 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
                                      "parameter_bytes": _parameter_bytes(model),
                                      **check_parity("SavedModel vs Keras", "fp32", keras_outputs, reference)}
 
+    labels_json = json.dumps(labels_dict(model), indent=1)
     if "tflite" in formats:
         from tqdm import tqdm
 
+        (out / "tflite").mkdir(parents=True, exist_ok=True)
+        (out / "tflite" / "labels.json").write_text(labels_json)  # the files carry no names: predict reads these
         for variant in tqdm(tflite_variants, desc="TFLite", unit="variant"):
             path = out / "tflite" / f"{model_name}_{variant}.tflite"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -505,6 +519,8 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
                 **check_parity(str(path), variant, reference, candidate)}
             result["tflite"][variant] = path
     if "onnx" in formats:
+        (out / "onnx").mkdir(parents=True, exist_ok=True)
+        (out / "onnx" / "labels.json").write_text(labels_json)
         path = convert_onnx(version_dir, out / "onnx" / f"{model_name}.onnx")
         candidate = run_batched(onnx_runner(path), held)
         report["files"]["onnx"] = {"path": str(path), "bytes": path.stat().st_size,

@@ -33,8 +33,11 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 CROP_SIZE = 112  # the builders' alignment size; the model frames its input from it (data.centre_crop)
-COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score", *VA_NAMES, "top_expression",
-           *EXPRESSIONS, *AU_NAMES)
+FACE_COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score")
+# The columns of a FaceBehaviorNet (a single-task one leaves the outputs it lacks empty); other models write
+# `columns_for` their own outputs.
+COLUMNS = (*FACE_COLUMNS, *VA_NAMES, "top_expression", *EXPRESSIONS, *AU_NAMES)
+OUTPUT_ORDER = ("valence_arousal", "expression", "action_units", "attributes")
 ERROR_COLUMNS = ("file", "frame", "reason")
 
 
@@ -50,6 +53,23 @@ class Frame:
 
 
 # ---------------------------------------------------------------- models
+
+def canonical_labels(outputs=("valence_arousal", "expression", "action_units")) -> dict[str, list[str]]:
+    names = {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
+    return {key: names[key] for key in outputs if key in names}
+
+
+def columns_for(labels: dict) -> tuple[str, ...]:
+    """The CSV columns of a model whose outputs carry these label names: `COLUMNS` when they are the canonical
+    ones (or some of them), else the face columns and each output's own names (with `top_expression`)."""
+    if all(names == canonical_labels().get(key) for key, names in labels.items()):
+        return COLUMNS
+    columns = list(FACE_COLUMNS)
+    for key in OUTPUT_ORDER:
+        if key in labels:
+            columns += (["top_expression"] if key == "expression" else []) + list(labels[key])
+    return tuple(columns)
+
 
 class _Model:
     """The model behind any deployable file: call(crops uint8 [N, 112, 112, 3]) -> dict of numpy outputs."""
@@ -67,7 +87,10 @@ class _Model:
             import tensorflow as tf
 
             self.kind = "savedmodel"
-            signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
+            loaded = tf.saved_model.load(str(savedmodel))
+            signature = loaded.signatures["serving_default"]
+            self.labels = _decoded_labels(loaded.signatures["labels"]()) if "labels" in loaded.signatures \
+                else canonical_labels(signature.structured_outputs)
             self._serve = lambda crops: {k: v.numpy() for k, v in signature(
                 **{export.SERVING_INPUT: tf.constant(crops)}).items()}
             self.path = savedmodel
@@ -76,10 +99,12 @@ class _Model:
             self.kind = path.suffix[1:]
             runner = export.tflite_runner(path) if self.kind == "tflite" else export.onnx_runner(path)
             self.size = runner.input_size
+            self.labels = _labels_beside(path) or canonical_labels()
         else:
             self.kind = "keras"
             model = export.load_model(path)
             self.size = export.model_input_size(model)
+            self.labels = export.labels_dict(model)
             runner = lambda images: {k: np.asarray(v) for k, v in model(images, training=False).items()}  # noqa: E731
         self._serve = lambda crops: runner(self._frame(crops))
 
@@ -91,6 +116,18 @@ class _Model:
 
     def __call__(self, crops: np.ndarray) -> dict:
         return self._serve(np.asarray(crops, np.uint8))
+
+
+def _decoded_labels(tensors) -> dict[str, list[str]]:
+    return {key: [v.decode() for v in value.numpy()] for key, value in tensors.items()}
+
+
+def _labels_beside(path: Path) -> dict | None:
+    """The `labels.json` that export writes beside its TFLite and ONNX files (None for a file without one)."""
+    import json
+
+    labels = path.parent / "labels.json"
+    return json.loads(labels.read_text()) if labels.is_file() else None
 
 
 def _savedmodel_dir(path: Path) -> Path | None:
@@ -148,6 +185,7 @@ class Predictor:
 
     def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9):
         self.model = _Model(model_path)
+        self.columns = columns_for(self.model.labels)
         self.batch_size = batch_size
         self.min_face_score = min_face_score
         self.errors = None
@@ -161,7 +199,7 @@ class Predictor:
         errors = []
         rows = list(self.iter_rows(image_or_frames, every, annotate_dir, errors))
         self.errors = pd.DataFrame(errors, columns=ERROR_COLUMNS)
-        return pd.DataFrame(rows, columns=COLUMNS)
+        return pd.DataFrame(rows, columns=self.columns)
 
     def iter_rows(self, image_or_frames, every: int = 1, annotate_dir=None, errors=None,
                   progress: bool = False) -> Iterator[dict]:
@@ -208,25 +246,25 @@ class Predictor:
         for frame, faces in pending:
             rows = []
             for found, _ in faces:
-                rows.append(_row(frame, found, {k: v[position] for k, v in outputs.items()}))
+                rows.append(_row(frame, found, {k: v[position] for k, v in outputs.items()}, self.model.labels,
+                                 self.columns))
                 position += 1
             if writer is not None:
                 writer.write(frame, rows)
             yield from rows
 
 
-def _row(frame: Frame, found, outputs: dict) -> dict:
+def _row(frame: Frame, found, outputs: dict, labels: dict, columns) -> dict:
     x, y, w, h = found.box
     row = {"file": frame.file, "frame": frame.index, "time": frame.time, "x": x, "y": y, "w": w, "h": h,
            "face_score": float(found.score)}
-    # A single-task model lacks some outputs: their columns stay empty (NaN).
-    va = outputs.get("valence_arousal", np.full(len(VA_NAMES), np.nan))
-    row.update({name: float(v) for name, v in zip(VA_NAMES, va)})
-    expression = outputs.get("expression", np.full(len(EXPRESSIONS), np.nan))
-    row["top_expression"] = EXPRESSIONS[int(np.argmax(expression))] if "expression" in outputs else ""
-    row.update({name: float(p) for name, p in zip(EXPRESSIONS, expression)})
-    row.update({name: float(p) for name, p in zip(AU_NAMES, outputs.get("action_units",
-                                                                          np.full(len(AU_NAMES), np.nan)))})
+    for key in OUTPUT_ORDER:
+        names = labels.get(key) or canonical_labels().get(key, [])
+        if key == "expression" and "top_expression" in columns:
+            row["top_expression"] = names[int(np.argmax(outputs[key]))] if key in outputs else ""
+        # A model without some output (a single-task one) leaves its columns empty (NaN).
+        values = outputs.get(key, np.full(len(names), np.nan))
+        row.update({name: float(v) for name, v in zip(names, values) if name in columns})
     return row
 
 
@@ -307,7 +345,7 @@ def main(argv=None):
     errors: list[dict] = []
     faces = 0
     with open(out / "predictions.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=predictor.columns)
         writer.writeheader()
         for row in predictor.iter_rows(args.input, args.every, out / "annotated" if args.annotate else None,
                                        errors, progress=True):
