@@ -7,16 +7,14 @@ validation (`validation_fraction=0` keeps all of train).
 """
 from __future__ import annotations
 
-from fbnet_tf.labels import COMPOUND_EXPRESSIONS, expression_map
+from fbnet_tf.labels import COMPOUND_EXPRESSIONS, RAFDB_COMPOUND, expression_map
 from tfrecords_builder.base import Builder, Item, Reason, Skip, parse_int, resolve_in_root
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
 _BASIC_TO_CANONICAL = expression_map(BASIC_NAMES)
 # Native compound codes 1..11, mapped onto Du et al.'s order by name.
-COMPOUND_NAMES = ("Happily Surprised", "Happily Disgusted", "Sadly Fearful", "Sadly Angry", "Sadly Surprised",
-                  "Sadly Disgusted", "Fearfully Angry", "Fearfully Surprised", "Angrily Surprised",
-                  "Angrily Disgusted", "Disgustedly Surprised")
+COMPOUND_NAMES = RAFDB_COMPOUND
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 
 
