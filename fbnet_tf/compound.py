@@ -1,6 +1,7 @@
 """Compound expressions from a model trained on basic ones: the paper's zero-shot candidate score (section 4.5).
 
     python -m fbnet_tf.compound zero-shot --model RUN --data RECORDS [RECORDS ...] [--classes rafdb] [--out DIR]
+    python -m fbnet_tf.compound fine-tune --model RUN --data RECORDS --run-dir DIR [--head-only] [--epochs 10]
 
 For each candidate class c mixing basic expressions emo1 and emo2 (Du et al. 2014's compound categories):
 
@@ -12,6 +13,10 @@ for a positive valence prediction, 0 for a negative one (and 0 for v = 0, where 
 is the arg-max over the class set. A basic class e in a mixed set (EmotioNet's 6 basic + 10 compound) is scored
 with the basic table's row for e and emo1 = emo2 = e, so that basic and compound candidates are on one scale: the
 paper does not say how it scored them.
+
+Few-shot (`fine-tune`): the trained network's penultimate features (after fc7) with a new softmax head over the
+class set, fine-tuned on the records' train split (every layer, or the head alone with `--head-only`), scored on
+their test split like the zero-shot route, and saved as `DIR/model.keras` (output `compound`).
 
 The compound table (`fbnet_tf/tables/du2014_compound.json`) could not be checked against Du et al.'s Table 1 here;
 every entry is data a user can replace with `--relatedness FILE`.
@@ -117,7 +122,7 @@ def true_classes(expr, compound, classes: Sequence[str]) -> np.ndarray:
     return out
 
 
-def scores_table(results: dict) -> str:
+def scores_table(results: dict, route: str = "zero-shot") -> str:
     """The paper's Table 5 layout: one row, EmotioNet F1 and UAR, RAF-DB mean diagonal."""
     emotionet, rafdb = results.get("emotionet", {}), results.get("rafdb", {})
 
@@ -125,8 +130,27 @@ def scores_table(results: dict) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     return ("| method | EmotioNet F1 | EmotioNet UAR | RAF-DB mean diag. |\n|---|---|---|---|\n"
-            f"| zero-shot, {results.get('model', 'model')} | {cell(emotionet.get('f1'))} | "
+            f"| {route}, {results.get('model', 'model')} | {cell(emotionet.get('f1'))} | "
             f"{cell(emotionet.get('uar'))} | {cell(rafdb.get('mean_diagonal'))} |")
+
+
+def score(truth, predicted, names: Sequence[str], out_dir: str | None, key: str, route: str) -> dict:
+    """The compound metrics of predicted vs true class indices (Table 5's and more), with the confusion PNG."""
+    from fbnet_tf import metrics, plots
+
+    n = len(names)
+    entry = {"count": int(len(truth)), "classes": list(names),
+             "mean_diagonal": metrics.mean_diagonal(truth, predicted, n),
+             "f1": metrics.macro_f1(truth, predicted, n),
+             "uar": metrics.unweighted_average_recall(truth, predicted, n),
+             "accuracy": metrics.accuracy(truth, predicted),
+             "confusion": metrics.confusion_matrix(truth, predicted, n).tolist()}
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        entry["figure"] = plots.plot_confusion_matrix(
+            np.asarray(entry["confusion"]), os.path.join(out_dir, f"compound_confusion_{key}.png"),
+            title=f"{route} compound, {key} (mean diag. {entry['mean_diagonal']:.3f})", labels=names)
+    return entry
 
 
 def zero_shot(model, record_dirs: Sequence[str], *, classes: str | Sequence[str] | None = None,
@@ -137,7 +161,6 @@ def zero_shot(model, record_dirs: Sequence[str], *, classes: str | Sequence[str]
     `classes=None` takes "rafdb" for RAF-DB records and "emotionet" for EmotioNet records. Raises ValueError when
     no record carries a label of its class set (nothing would be evaluated).
     """
-    from fbnet_tf import metrics, plots
     from fbnet_tf.evaluate import database_key, default_split, predict_records
 
     results: dict = {"model": model_name, "splits": {}}
@@ -159,27 +182,124 @@ def zero_shot(model, record_dirs: Sequence[str], *, classes: str | Sequence[str]
             continue
         scores = candidate_scores(collected["pred_action_units"], collected["pred_expression"],
                                   collected["pred_valence_arousal"][:, 0], names, table, use_weights=use_weights)
-        predicted = scores.argmax(axis=1)[labelled]
-        truth = truth[labelled]
-        n = len(names)
-        entry = {"count": int(labelled.sum()), "classes": list(names),
-                 "mean_diagonal": metrics.mean_diagonal(truth, predicted, n),
-                 "f1": metrics.macro_f1(truth, predicted, n),
-                 "uar": metrics.unweighted_average_recall(truth, predicted, n),
-                 "accuracy": metrics.accuracy(truth, predicted),
-                 "confusion": metrics.confusion_matrix(truth, predicted, n).tolist()}
-        results[key] = entry
+        results[key] = score(truth[labelled], scores.argmax(axis=1)[labelled], names, out_dir, key, "zero-shot")
         results["splits"][str(record_dir)] = chosen
-        if out_dir is not None:
-            os.makedirs(out_dir, exist_ok=True)
-            entry["figure"] = plots.plot_confusion_matrix(
-                np.asarray(entry["confusion"]), os.path.join(out_dir, f"compound_confusion_{key}.png"),
-                title=f"zero-shot compound, {key} (mean diag. {entry['mean_diagonal']:.3f})", labels=names)
     evaluated = [k for k in results if k not in ("model", "splits")]
     if not evaluated:
         raise ValueError(f"no compound-labelled records in {list(record_dirs)}: nothing was evaluated")
     results["table"] = scores_table(results)
     return results
+
+
+# ---------------------------------------------------------------- few-shot
+
+def compound_dataset(record_dirs: Sequence[str], split: str, classes: Sequence[str], image_size: int,
+                     batch_size: int, *, training: bool, seed: int = 0):
+    """(images, class index) batches of the records labelled with one of `classes`; training: shuffled, repeated,
+    random crops, flips and colour jitter (as FaceBehaviorNet's training); else: centre crops in record order."""
+    import tensorflow as tf
+
+    from fbnet_tf import data
+    from fbnet_tf.records import feature_spec
+
+    files = [f for d in record_dirs for f in data.record_files(d, split)]
+    index = {name: i for i, name in enumerate(classes)}
+    from_compound = tf.constant([index.get(n, -1) for n in COMPOUND_EXPRESSIONS], tf.int64)
+    from_expr = tf.constant([index.get(n, -1) for n in EXPRESSIONS], tf.int64)
+    spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", "expr", "compound")}
+
+    def parse(serialized):
+        f = tf.io.parse_single_example(serialized, spec)
+        label = tf.where(f["compound"] >= 0, tf.gather(from_compound, tf.maximum(f["compound"], 0)),
+                         tf.where(f["expr"] >= 0, tf.gather(from_expr, tf.maximum(f["expr"], 0)), -1))
+        return f["image/encoded"], label
+
+    ds = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(lambda _, label: label >= 0)
+    if not training:
+        ds = ds.map(lambda encoded, label: (data.eval_image(encoded, image_size), label),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
+    ds = ds.map(lambda k, x: (data.train_image(x[0], image_size, tf.stack([tf.cast(seed, tf.int64), k])), x[1]),
+                num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).enumerate()
+    ds = ds.map(lambda k, x: (data.augment_batch(x[0], tf.stack([tf.cast(seed, tf.int64) + 1, k])), x[1]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def labelled_count(record_dirs: Sequence[str], split: str, classes: Sequence[str]) -> int:
+    return sum(1 for _ in compound_dataset(record_dirs, split, classes, 32, 1024, training=False).unbatch())
+
+
+def compound_model(base, num_classes: int, *, head_only: bool = False):
+    """Image -> {"compound": softmax over the class set}, on `base`'s FaceBehaviorNet features (after fc7 and its
+    dropout); `head_only` freezes those features."""
+    import keras
+
+    from fbnet_tf.models.facebehaviornet import INITIALIZER, network_of
+
+    network = network_of(base)
+    features = keras.Model(network.input, network.get_layer("dropout7").output, name="facebehaviornet_features")
+    features.trainable = not head_only
+    images = keras.Input(shape=network.input_shape[1:], name="image")
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=INITIALIZER,
+                                       name="compound")(features(images))
+    return keras.Model(images, {"compound": probabilities}, name="facebehaviornet_compound")
+
+
+def fine_tune(model_path: str, record_dirs: Sequence[str], run_dir: str, *, classes=None, head_only: bool = False,
+              epochs: int = 10, learning_rate: float = 1e-4, batch_size: int = 32, seed: int = 0) -> dict:
+    """Few-shot compound recognition (paper 4.5): fine-tune on the train split, score the test split.
+
+    Resumable (a killed run continues from its last epoch); writes `model.keras`, `compound.json` and the confusion
+    PNG into `run_dir`. Raises ValueError when the train or test split has no image of the class set."""
+    import keras
+
+    from fbnet_tf import runs
+    from fbnet_tf.evaluate import database_key
+    from fbnet_tf.optimizers import FusedAdam
+
+    keras.utils.set_random_seed(seed)
+    base = runs.load_inference_model(model_path)
+    image_size = int(base.input_shape[1])
+    key = database_key(os.path.basename(os.path.normpath(record_dirs[0])))
+    key = next((name for name in ("emotionet", "rafdb") if key.startswith(name)), key)
+    names = class_set(classes or ("emotionet" if key == "emotionet" else "rafdb"))
+    count = labelled_count(record_dirs, "train", names)
+    test_split = "test" if labelled_count(record_dirs, "test", names) else "validation"
+    if not count or not labelled_count(record_dirs, test_split, names):
+        raise ValueError(f"{list(record_dirs)}: fine-tuning needs train and test (or validation) images labelled "
+                         f"with one of {list(names)}; found {count} train images")
+    os.makedirs(run_dir, exist_ok=True)
+    model = compound_model(base, len(names), head_only=head_only)
+    model.compile(optimizer=FusedAdam(learning_rate), loss={"compound": "sparse_categorical_crossentropy"},
+                  metrics={"compound": ["accuracy"]})
+    train = compound_dataset(record_dirs, "train", names, image_size, batch_size, training=True, seed=seed)
+    model.fit(train, epochs=epochs, steps_per_epoch=max(1, -(-count // batch_size)), verbose=2,
+              callbacks=[keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))])
+    model.save(os.path.join(run_dir, "model.keras"))
+
+    truth, predicted = [], []
+    for images, labels in compound_dataset(record_dirs, test_split, names, image_size, 256, training=False):
+        truth.append(labels.numpy())
+        predicted.append(np.asarray(model.predict_on_batch(images)["compound"]).argmax(axis=1))
+    results = {"model": f"fine-tuned {'head' if head_only else 'all layers'}, {os.path.basename(model_path)}",
+               "splits": {str(d): test_split for d in record_dirs},
+               "fine_tune": {"base": str(model_path), "head_only": head_only, "epochs": epochs,
+                             "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                             "train_images": count}}
+    results[key] = score(np.concatenate(truth), np.concatenate(predicted), names, run_dir, key, "few-shot")
+    results["table"] = scores_table(results, "few-shot")
+    _write_json(os.path.join(run_dir, "compound.json"), results)
+    return results
+
+
+def _write_json(path: str, value) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,6 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     zs.add_argument("--weights", action="store_true", help="p(AU|class) = the table's weights, not 0/1 membership")
     zs.add_argument("--split", help="split to score (default: test, else validation)")
     zs.add_argument("--out", help="folder for compound.json and the confusion-matrix PNGs (default: the run dir)")
+    ft = commands.add_parser("fine-tune", help="few-shot: a compound head on the network's features (paper 4.5)")
+    ft.add_argument("--model", required=True, help="a run directory or a .keras model (FaceBehaviorNet)")
+    ft.add_argument("--data", nargs="+", required=True, metavar="DIR", help="compound-labelled TFRecord dirs")
+    ft.add_argument("--run-dir", required=True, help="where the fine-tuned model and its scores go")
+    ft.add_argument("--classes", help="class set (default: by database)")
+    ft.add_argument("--head-only", action="store_true", help="train the new head only (features frozen)")
+    ft.add_argument("--epochs", type=int, default=10)
+    ft.add_argument("--learning-rate", type=float, default=1e-4)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     from fbnet_tf import runs
@@ -205,6 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             class_set(classes)
         except ValueError as error:
             parser.error(f"--classes: {error}")
+    if args.command == "fine-tune":
+        if args.epochs < 1 or args.batch_size < 1 or not args.learning_rate > 0:
+            parser.error("--epochs and --batch-size must be >= 1 and --learning-rate > 0")
+        try:
+            results = fine_tune(args.model, args.data, args.run_dir, classes=classes, head_only=args.head_only,
+                                epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                seed=args.seed)
+        except ValueError as error:
+            print(f"compound fine-tune: {error}", file=sys.stderr)
+            return 1
+        print(results["table"])
+        print(f"wrote {os.path.join(args.run_dir, 'compound.json')} and model.keras", file=sys.stderr)
+        return 0
     out_dir = args.out or (args.model if os.path.isdir(args.model) else os.path.dirname(args.model) or ".")
     model = runs.load_inference_model(args.model)
     try:
@@ -216,10 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(results["table"])
     path = os.path.join(out_dir, "compound.json")
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
-    os.replace(temporary, path)
+    _write_json(path, results)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -78,28 +78,36 @@ def test_true_classes_map_compound_then_basic_labels():
     assert truth.tolist() == [names.index("Happiness"), names.index("Sadly Angry"), -1, -1]  # Awed, Neutral: not in
 
 
+def _compound_records(directory, splits=(("test", 33),)):
+    """RAF-DB-compound-style records: smooth random crops, class i % 11 of RAF-DB's set."""
+    import cv2
+    import tensorflow as tf
+
+    from fbnet_tf.records import Sample, encode_example
+
+    directory.mkdir()
+    rng = np.random.default_rng(1)
+    for split, count in splits:
+        with tf.io.TFRecordWriter(str(directory / f"rafdb_compound-{split}.tfrecord-00000-of-00001")) as writer:
+            for i in range(count):
+                image = cv2.GaussianBlur(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), (0, 0), 2)
+                label = COMPOUND_EXPRESSIONS.index(RAFDB_COMPOUND[i % 11])
+                writer.write(encode_example(Sample(cv2.imencode(".jpg", image)[1].tobytes(), 112, 112,
+                                                   "rafdb_compound", split, f"{split}_{i}.jpg", compound=label)))
+    return directory
+
+
 @pytest.mark.slow
 def test_zero_shot_command_on_compound_records(tmp_path):
     """The CLI on RAF-DB-compound-style records: its mean diagonal equals sklearn's on the scores' arg-max."""
-    import cv2
-    import tensorflow as tf
     from sklearn.metrics import confusion_matrix
 
     from fbnet_tf import runs
     from fbnet_tf.evaluate import predict_records
-    from fbnet_tf.records import Sample, encode_example
-    from test_export import make_run_dir
+    from test_export import make_run_dir, write_records
 
     run = make_run_dir(tmp_path)
-    records = tmp_path / "rafdb_compound"
-    records.mkdir()
-    rng = np.random.default_rng(1)
-    with tf.io.TFRecordWriter(str(records / "rafdb_compound-test.tfrecord-00000-of-00001")) as writer:
-        for i in range(33):
-            image = cv2.GaussianBlur(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), (0, 0), 2)
-            label = COMPOUND_EXPRESSIONS.index(RAFDB_COMPOUND[i % 11])
-            writer.write(encode_example(Sample(cv2.imencode(".jpg", image)[1].tobytes(), 112, 112,
-                                               "rafdb_compound", "test", f"test_{i}.jpg", compound=label)))
+    records = _compound_records(tmp_path / "rafdb_compound")
     assert compound.main(["zero-shot", "--model", str(run), "--data", str(records), "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "compound.json").read_text())["rafdb"]
     assert written["count"] == 33 and (tmp_path / "compound_confusion_rafdb.png").stat().st_size > 0
@@ -113,6 +121,35 @@ def test_zero_shot_command_on_compound_records(tmp_path):
 
     # records without a compound label: nothing to evaluate -> a non-zero exit
     empty = tmp_path / "basic"
-    from test_export import write_records
     write_records(empty, source="rafdb", counts=(("test", 4),))
     assert compound.main(["zero-shot", "--model", str(run), "--data", str(empty), "--out", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.slow
+def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(tmp_path):
+    import keras
+    from sklearn.metrics import recall_score
+
+    from fbnet_tf import runs
+    from fbnet_tf.models.facebehaviornet import network_of
+    from test_export import make_run_dir
+
+    run = make_run_dir(tmp_path)
+    records = _compound_records(tmp_path / "rafdb_compound", (("train", 44), ("test", 22)))
+    out = tmp_path / "few_shot"
+    assert compound.main(["fine-tune", "--model", str(run), "--data", str(records), "--run-dir", str(out),
+                          "--head-only", "--epochs", "3", "--learning-rate", "1e-2", "--batch-size", "11"]) == 0
+    tuned = keras.models.load_model(out / "model.keras")
+    images = np.stack([x for x, _ in compound.compound_dataset([str(records)], "test", RAFDB_COMPOUND, 32, 64,
+                                                               training=False).unbatch().as_numpy_iterator()])
+    network = network_of(runs.load_inference_model(run))
+    trained_features = keras.Model(network.input, network.get_layer("dropout7").output)
+    # frozen: the fine-tuned model's features are the trained network's, exactly
+    np.testing.assert_array_equal(tuned.get_layer("facebehaviornet_features")(images, training=False).numpy(),
+                                  trained_features(images, training=False).numpy())
+    written = json.loads((out / "compound.json").read_text())["rafdb"]
+    predicted = np.asarray(tuned.predict(images, verbose=0)["compound"]).argmax(1)
+    truth = np.arange(22) % 11
+    assert written["count"] == 22
+    assert written["uar"] == pytest.approx(recall_score(truth, predicted, average="macro", labels=range(11),
+                                                        zero_division=0))
