@@ -204,13 +204,4 @@ class AffectNet(Builder):
 
     def crop_box(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """The square around a face box (x, y, w, h), resized: for rows without landmarks."""
-        import cv2
-
-        x, y, w, h = box
-        side = max(w, h)
-        cx, cy = x + w / 2.0, y + h / 2.0
-        scale = self.image_size / side
-        matrix = np.array([[scale, 0, self.image_size / 2.0 - scale * cx],
-                           [0, scale, self.image_size / 2.0 - scale * cy]], np.float64)
-        return cv2.warpAffine(image_rgb, matrix, (self.image_size, self.image_size), flags=cv2.INTER_AREA,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return face.box_crop(image_rgb, box, self.image_size)
