@@ -271,3 +271,23 @@ def test_layout_errors_and_command_line(csv_tree, tmp_path):
                  "--no-progress"]) == 0
     assert list(read_all(tmp_path / "cli")) == ["images/0.jpg"]
     assert main(["custom", "--root", str(root), "--out", str(tmp_path / "cli2"), "--no-progress"]) == 1
+
+
+def test_the_readme_example_table_parses_as_documented(tmp_path):
+    """The README's example labels.csv lists three images with the labels its text describes."""
+    from pathlib import Path
+
+    from tfrecords_builder.custom import Custom
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("### Your own data", 1)[1].split("```csv\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "labels.csv").write_text(table)
+    items = {item.key: item for item in Custom(tmp_path / "labels.csv").list_items()}
+    assert sorted(items) == ["photos/ann_01.jpg", "photos/ann_02.jpg", "photos/bob_01.jpg"]
+    ann1, ann2, bob = (items[key].data for key in sorted(items))
+    assert [items[key].split for key in sorted(items)] == ["train", "train", "test"]
+    assert ann1["expr"] == EXPRESSIONS.index("Happiness") and ann1["va"] == [0.6, 0.3]
+    assert ann1["facs"] == [[1, 0.0, -1.0], [12, 1.0, -1.0], [45, 0.0, -1.0]] and len(ann1["landmarks"]) == 10
+    assert ann2["expr"] == EXPRESSIONS.index("Sadness") and ann2["box"] == [120, 80, 96, 110]
+    assert ann2["va"] is None and ann2["facs"] == [[1, 1.0, -1.0], [12, 0.0, -1.0]]
+    assert bob["expr"] == -1 and bob["facs"] == [[45, 1.0, -1.0]] and bob["landmarks"] is None and bob["box"] is None

@@ -156,7 +156,7 @@ class Custom(Builder):
             raise ValueError(f"{self.NAME}: option expression_names lists a name twice: {', '.join(names)}")
         return names
 
-    def _read_table(self, table: Path) -> tuple[set, list[tuple[int, dict]], list[Skip]]:
+    def _read_table(self, table: Path) -> tuple[set, list[tuple[int, dict | Skip]]]:
         """(the columns named, [(line, {column (lower case): value} or the Skip of an unreadable line)])."""
         rows, file = [], table.name
         with open(table, newline="", encoding="utf-8-sig", errors="replace") as handle:
