@@ -291,3 +291,12 @@ def test_the_readme_example_table_parses_as_documented(tmp_path):
     assert ann2["expr"] == EXPRESSIONS.index("Sadness") and ann2["box"] == [120, 80, 96, 110]
     assert ann2["va"] is None and ann2["facs"] == [[1, 1.0, -1.0], [12, 0.0, -1.0]]
     assert bob["expr"] == -1 and bob["facs"] == [[45, 1.0, -1.0]] and bob["landmarks"] is None and bob["box"] is None
+
+
+def test_a_nameless_index_column_as_pandas_writes_it_is_left_out(tmp_path):
+    from tfrecords_builder.custom import Custom
+
+    write_csv(tmp_path / "labels.csv", ["", "image", "expression"], [[0, "a.jpg", "joy"], [1, "b.jpg", "fearful"]])
+    items = list(Custom(tmp_path).list_items())
+    assert [(item.key, EXPRESSIONS[item.data["expr"]]) for item in items] == [("a.jpg", "Happiness"),
+                                                                             ("b.jpg", "Fear")]

@@ -129,15 +129,19 @@ class AffWild2(Builder):
                                         "annotations=PATH at the folder to read")
         return release, {task: paths[0] for task, paths in found.items()}
 
-    def _annotation_places(self) -> list[list]:
-        """The folders that may hold the annotations, level by level: the root and every folder directly under
-        it (`annotations/`, `3rd ABAW Annotations/` ...), then one level deeper (`3rd ABAW Annotations/Third ABAW
-        Annotations/`, `annotations/annotations/`). With `annotations=PATH`: that folder, then its subfolders."""
+    def _annotation_places(self):
+        """The folders that may hold the annotations, level by level (a level is listed only when the one above
+        holds none): the root and every folder directly under it (`annotations/`, `3rd ABAW Annotations/` ...),
+        then one level deeper (`3rd ABAW Annotations/Third ABAW Annotations/`, `annotations/annotations/`).
+        With `annotations=PATH`: that folder, then its subfolders."""
         if self.options["annotations"]:
             chosen = self.option_path("annotations", folder=True)
-            return [[chosen], _subfolders(chosen)]
+            yield [chosen]
+            yield _subfolders(chosen)
+            return
         first = _subfolders(self.root) if self.root.is_dir() else []
-        return [[self.root, *first], [folder for parent in first for folder in _subfolders(parent)]]
+        yield [self.root, *first]
+        yield [folder for parent in first for folder in _subfolders(parent)]
 
     def _name(self, path) -> str:
         """How records name an annotation file: relative to the root, or its full path when kept elsewhere."""

@@ -20,7 +20,8 @@ and a blank cell (JSONL: null, or the key left out) means "not annotated" (mask 
   `,` or spaces (JSONL: a list of numbers or of [x, y] pairs).
 
 Other columns are an error naming them (a misspelt `valance` must not drop every valence silently); list the ones
-to leave out with `--option ignore_columns=age,notes`.
+to leave out with `--option ignore_columns=age,notes`. A column without a name (the index `DataFrame.to_csv`
+writes) is left out.
 
 Face crop, per row: landmarks -> similarity-aligned from them (no detector); a box alone -> `box=detect` (default)
 runs MTCNN on the box and its surroundings (half the box's side on each side) and aligns the most confident face
@@ -177,9 +178,9 @@ class Custom(Builder):
                 return {key for _, values in rows if isinstance(values, dict) for key in values}, rows
             reader = csv.reader(handle)
             header = [name.strip().lower() for name in next(reader, [])]
-            if not header:
+            if not any(header):
                 raise self.layout_error(f"{file} is empty; expected a header line naming its columns")
-            duplicated = sorted({name for name in header if header.count(name) > 1})
+            duplicated = sorted({name for name in header if name and header.count(name) > 1})
             if duplicated:
                 raise self.layout_error(f"{file} names column(s) {', '.join(duplicated)} more than once")
             for row in reader:
@@ -197,7 +198,7 @@ class Custom(Builder):
         """{"aus": {column: AU number}, "present": the known columns present}; LayoutError for unknown columns."""
         ignored = {name.strip().lower() for name in self.options["ignore_columns"].split(",") if name.strip()}
         aus, unknown = {}, []
-        for key in sorted(keys - ignored - set(COLUMNS)):
+        for key in sorted(keys - ignored - set(COLUMNS) - {""}):  # a nameless column (pandas' index) names no label
             try:
                 number = parse_au_number(key) if _AU_COLUMN.match(key) else None
             except ValueError:
