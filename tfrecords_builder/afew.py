@@ -2,8 +2,9 @@
 
 Layout (reference/datasets.md): `train_afew/<Class>/<9 digits>.avi` and `val_afew/<Class>/<9 digits>.avi`, classes
 Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise (folder names matched case-insensitively and mapped onto the
-canonical expressions by name). Frames are read lazily (`--frame-stride`), the face is detected and aligned per
-frame, and the clip's label applies to each frame.
+canonical expressions by name); the `AlignedFaces_LBPTOP_Points*` folders some copies ship beside the class
+folders are recognised, not read, and listed in the manifest (`extra.companion_folders`). Frames are read lazily
+(`--frame-stride`), the face is detected and aligned per frame, and the clip's label applies to each frame.
 
 Splits (the FaceBehaviorNet paper's convention; AFEW's test labels are not released): `val_afew` -> test,
 `train_afew` -> train / validation 85/15 by clip (seeded hash of the clip id). Each frame keeps its clip:
@@ -16,6 +17,9 @@ from fbnet_tf.labels import expression_index
 from tfrecords_builder.base import Builder, Item, Reason, Skip
 
 SETS = {"train_afew": "train", "val_afew": "test"}
+# Shipped beside the class folders: the organisers' aligned faces and LBP-TOP points
+# (`AlignedFaces_LBPTOP_Points/`, `AlignedFaces_LBPTOP_Points_Val/`, or their .zip): not clips, not a label.
+COMPANION_PREFIX = "alignedfaces_lbptop_points"
 VIDEO_SUFFIXES = (".avi",)
 
 
@@ -35,6 +39,7 @@ class Afew(Builder):
     OPTIONS = {"validation_fraction": 0.15, "seed": 0}
 
     def list_items(self):
+        self._companions = []
         folders = {p.name.lower(): p for p in self.root.iterdir() if p.is_dir()} if self.root.is_dir() else {}
         found = {name: folders[name] for name in SETS if name in folders}
         if not found:
@@ -42,6 +47,9 @@ class Afew(Builder):
         for set_name, folder in sorted(found.items()):
             for class_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
                 where = {"file": self.relative(class_dir)}
+                if class_dir.name.lower().startswith(COMPANION_PREFIX):
+                    self._companions.append(self.relative(class_dir))  # listed in the manifest, not a clip
+                    continue
                 try:
                     expr = expression_index(class_dir.name) if class_dir.is_dir() else None
                 except KeyError:
@@ -58,6 +66,10 @@ class Afew(Builder):
                     split = SETS[set_name] if SETS[set_name] == "test" else self.seeded_split(clip.stem)
                     yield Item(split=split, key=clip.stem, data={"clip": self.relative(clip), "expr": expr},
                                file=self.relative(clip))
+
+    def manifest_extra(self) -> dict:
+        """The shipped companion folders (aligned faces, LBP-TOP points) the build recognised and did not read."""
+        return {"companion_folders": getattr(self, "_companions", [])}
 
     def examples(self, item: Item):
         clip = item.key

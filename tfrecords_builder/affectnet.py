@@ -3,7 +3,8 @@
 Both releases (reference/datasets.md):
 - original: `Manually_Annotated_file_lists/{training,validation}.csv` (header optional) with rows
   `subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal` and
-  images under `Manually_Annotated_Images/` (or `Manually_Annotated_compressed/Manually_Annotated_Images/`);
+  images under `Manually_Annotated_Images/` (or `Manually_Annotated_compressed/Manually_Annotated_Images/`, or
+  `Manually_Annotated/Manually_Annotated_Images/`);
 - newer: `{train_set,val_set}/images/<id>.jpg` with `annotations/<id>_{exp,val,aro,lnd}.npy`.
 
 Splits (the paper): no test set is released, so the released validation set is the test set and the training
@@ -32,7 +33,8 @@ NO_FACE_CODE = 10
 HEADER = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
           "expression", "valence", "arousal")
 LISTS = "Manually_Annotated_file_lists"
-IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated_compressed/Manually_Annotated_Images")
+IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated_compressed/Manually_Annotated_Images",
+              "Manually_Annotated/Manually_Annotated_Images")
 # (file, split rule): the released validation set is the test set.
 ORIGINAL_FILES = (("training.csv", "train"), ("validation.csv", "test"))
 NEWER_SETS = (("train_set", "train"), ("val_set", "test"))
@@ -57,7 +59,7 @@ class AffectNet(Builder):
                                     "the folder holding Manually_Annotated_file_lists/ and Manually_Annotated_Images/"
                                     " (original release) or train_set/ and val_set/ (newer release).")
     EXPECTED_LAYOUT = (f"{LISTS}/training.csv", f"{LISTS}/validation.csv", f"{IMAGE_DIRS[0]}/<int>/<hex>.jpg",
-                       f"(or) {IMAGE_DIRS[1]}/<int>/<hex>.jpg",
+                       f"(or) {IMAGE_DIRS[1]}/<int>/<hex>.jpg", f"(or) {IMAGE_DIRS[2]}/<int>/<hex>.jpg",
                        "(or, newer release) train_set/images/<id>.jpg + train_set/annotations/<id>_exp.npy, "
                        "_val.npy, _aro.npy, _lnd.npy; val_set/...")
     ITEMS_PER_SHARD = 5000
@@ -202,13 +204,4 @@ class AffectNet(Builder):
 
     def crop_box(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """The square around a face box (x, y, w, h), resized: for rows without landmarks."""
-        import cv2
-
-        x, y, w, h = box
-        side = max(w, h)
-        cx, cy = x + w / 2.0, y + h / 2.0
-        scale = self.image_size / side
-        matrix = np.array([[scale, 0, self.image_size / 2.0 - scale * cx],
-                           [0, scale, self.image_size / 2.0 - scale * cy]], np.float64)
-        return cv2.warpAffine(image_rgb, matrix, (self.image_size, self.image_size), flags=cv2.INTER_AREA,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return face.box_crop(image_rgb, box, self.image_size)

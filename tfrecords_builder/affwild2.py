@@ -1,8 +1,9 @@
 """Aff-Wild2 (Kollias & Zafeiriou; the ABAW challenges): valence/arousal, expressions and AUs per video frame.
 
 `--root` is the folder holding `cropped_aligned/<video>/00001.jpg ...` (the aligned crops ABAW ships, resized
-here) and one of three annotation releases (reference/datasets.md), found at the root, under `annotations/` or
-in any folder directly under the root:
+here) and one of three annotation releases (reference/datasets.md), found at the root, in any folder directly
+under it (`annotations/`) or, when none is there, one level deeper (`3rd ABAW Annotations/Third ABAW
+Annotations/`, `annotations/annotations/`); `--option annotations=PATH` names the folder (also outside the root):
 
 - ABAW 2020: `{VA_Set,EXPR_Set,AU_Set}/{Training_Set,Validation_Set}/<video>.txt` (8 AUs, 7 expressions);
 - ABAW 2022+: `{VA_Estimation_Challenge,EXPR_Recognition_Challenge|EXPR_Classification_Challenge,
@@ -71,10 +72,10 @@ class AffWild2(Builder):
         f"{IMAGES}/<video>/00001.jpg",
         "annotations/{VA_Set,EXPR_Set,AU_Set}/{Training_Set,Validation_Set}/<video>.txt   (ABAW 2020), or",
         "{VA_Estimation_Challenge,EXPR_Recognition_Challenge,AU_Detection_Challenge}/{Train_Set,Validation_Set}/"
-        "<video>.txt   (ABAW 2022+; at the root, under annotations/ or one folder down), or",
+        "<video>.txt   (ABAW 2022+; at the root or up to two folders down, or --option annotations=PATH), or",
         "training_set_annotations_22.txt, validation_set_annotations_22.txt   (ABAW 2022 multi-task)")
     ITEMS_PER_SHARD = 2  # one item = one video (up to ~50k frames)
-    OPTIONS = {"release": "auto"}
+    OPTIONS = {"release": "auto", "annotations": ""}
 
     # --- listing (main process) ----------------------------------------------------------------------------
     def list_items(self):
@@ -105,34 +106,46 @@ class AffWild2(Builder):
                            file=self.relative(folder), count=max(1, count))
 
     def _find_release(self) -> tuple[str, dict]:
-        """(release, {task: folder} or {split: multi-task file}) found under the root."""
+        """(release, {task: folder} or {split: multi-task file}) found under the root (or `annotations=PATH`)."""
         wanted = self.option_choice("release", ("auto", "2020", "2022", "mtl"))
-        places = [self.root, self.root / "annotations", self.root / "Annotations"]
-        places += sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(IMAGES)) \
-            if self.root.is_dir() else []
         candidates = {}
-        for place in places:
-            for release, tasks in RELEASES.items():
-                folders = {task: place / name for task, names in tasks.items() for name in names
-                           if (place / name).is_dir()}
-                if folders and release not in candidates:
-                    candidates[release] = folders
-            files = {}
-            for name, split in MTL_FILES.items():
-                if (place / name).is_file():
-                    files.setdefault(split, place / name)
-            if files and "mtl" not in candidates:
-                candidates["mtl"] = files
-        if wanted != "auto":
-            if wanted not in candidates:
-                raise self.layout_error(f"no ABAW {wanted} annotations")
-            return wanted, candidates[wanted]
+        for places in self._annotation_places():  # the shallowest level that holds the release(s) is the one read
+            candidates = {release: found for release, found in _releases_in(places).items()
+                          if wanted in ("auto", release)}
+            if candidates:
+                break
+        if not candidates and wanted != "auto":
+            raise self.layout_error(f"no ABAW {wanted} annotations")
         if not candidates:
             raise self.layout_error("no annotation folders or files of any ABAW release")
         if len(candidates) > 1:
             raise self.layout_error(f"several annotation releases found ({', '.join(sorted(candidates))}); "
                                     "choose one with --option release=2020|2022|mtl")
-        return next(iter(candidates.items()))
+        release, found = next(iter(candidates.items()))
+        for task, paths in sorted(found.items()):
+            if len(paths) > 1:  # two copies of one task's annotations: which one is meant is the user's call
+                raise self.layout_error(f"ABAW {release} {task} annotations found in several folders ("
+                                        f"{', '.join(self._name(p) for p in paths)}); point --option "
+                                        "annotations=PATH at the folder to read")
+        return release, {task: paths[0] for task, paths in found.items()}
+
+    def _annotation_places(self):
+        """The folders that may hold the annotations, level by level (a level is listed only when the one above
+        holds none): the root and every folder directly under it (`annotations/`, `3rd ABAW Annotations/` ...),
+        then one level deeper (`3rd ABAW Annotations/Third ABAW Annotations/`, `annotations/annotations/`).
+        With `annotations=PATH`: that folder, then its subfolders."""
+        if self.options["annotations"]:
+            chosen = self.option_path("annotations", folder=True)
+            yield [chosen]
+            yield _subfolders(chosen)
+            return
+        first = _subfolders(self.root) if self.root.is_dir() else []
+        yield [self.root, *first]
+        yield [folder for parent in first for folder in _subfolders(parent)]
+
+    def _name(self, path) -> str:
+        """How records name an annotation file: relative to the root, or its full path when kept elsewhere."""
+        return self.relative_or_name(path, str(path))
 
     def _list_task_folders(self, folders: dict, videos: dict):
         for task, folder in sorted(folders.items()):
@@ -143,12 +156,12 @@ class AffWild2(Builder):
                 if split is None or not split_dir.is_dir():
                     yield Skip(Reason.BAD_ROW, f"{split_dir.name} is not a split folder; expected "
                                                "Training_Set/Train_Set or Validation_Set",
-                               file=self.relative(split_dir))
+                               file=self._name(split_dir))
                     continue
                 for path in sorted(split_dir.iterdir()):
                     if path.name.startswith("."):
                         continue
-                    where = {"file": self.relative(path), "line": None}
+                    where = {"file": self._name(path), "line": None}
                     if path.suffix.lower() != ".txt" or not path.is_file():
                         yield Skip(Reason.BAD_ROW, "not a <video>.txt annotation file", **where)
                         continue
@@ -162,7 +175,7 @@ class AffWild2(Builder):
 
     def _list_multitask(self, files: dict, image_roots: list, videos: dict):
         for split, path in sorted(files.items()):
-            rel = self.relative(path)
+            rel = self._name(path)
             lines = path.read_text(errors="replace").splitlines()
             header = [h.strip().lower() for h in (lines[0].split(",") if lines else [])]
             columns = {name: header.index(name) for name in ("image", "valence", "arousal", "expression")
@@ -287,6 +300,29 @@ class AffWild2(Builder):
                 except Skip as skip:
                     skip.file, skip.line, labels["bad"] = file, frame + 1, True
                     yield skip
+
+
+def _subfolders(folder) -> list:
+    """The folders directly in `folder` that may hold annotations (not hidden, not the image folders)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", IMAGES)))
+
+
+def _releases_in(places: list) -> dict[str, dict[str, list]]:
+    """{release: {task (or split, for the multi-task files): [the folders (files) holding it]}} over `places`;
+    within one place the first accepted name wins."""
+    found: dict[str, dict[str, list]] = {}
+    for place in places:
+        for release, tasks in RELEASES.items():
+            for task, names in tasks.items():
+                folder = next((place / name for name in names if (place / name).is_dir()), None)
+                if folder is not None:
+                    found.setdefault(release, {}).setdefault(task, []).append(folder)
+        for split in sorted(set(MTL_FILES.values())):
+            file = next((place / name for name, s in MTL_FILES.items() if s == split and (place / name).is_file()),
+                        None)
+            if file is not None:
+                found.setdefault("mtl", {}).setdefault(split, []).append(file)
+    return found
 
 
 def _header(task: str, header: str):
