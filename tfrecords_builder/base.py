@@ -149,8 +149,6 @@ def resolve_in_root(root: Path, relative: str, file=None, line: int | None = Non
 
 def read_image(path: Path, file=None, line: int | None = None) -> np.ndarray:
     """The RGB uint8 image at `path`; raises Skip for a missing, empty, corrupt or truncated file."""
-    import cv2
-
     source = {"file": file if file is not None else path, "line": line}
     try:
         data = Path(path).read_bytes()
@@ -158,6 +156,15 @@ def read_image(path: Path, file=None, line: int | None = None) -> np.ndarray:
         raise Skip(Reason.MISSING_FILE, f"image {path} does not exist", **source) from None
     except OSError as error:
         raise Skip(Reason.UNREADABLE_IMAGE, f"cannot read {path}: {error}", **source) from None
+    return decode_image(data, path, source["file"], line)
+
+
+def decode_image(data: bytes, path, file=None, line: int | None = None) -> np.ndarray:
+    """The RGB uint8 image encoded in `data` (read from `path`: a file, or a member of an archive); raises
+    Skip(TRUNCATED_IMAGE / UNREADABLE_IMAGE) naming `path`."""
+    import cv2
+
+    source = {"file": file if file is not None else path, "line": line}
     last_scan = data.rfind(b"\xff\xda")
     if data[:2] == b"\xff\xd8" and (last_scan < 0 or data.rfind(b"\xff\xd9") < last_scan):
         # OpenCV decodes a cut-off JPEG into a half-grey picture without failing; the end-of-image marker
@@ -363,8 +370,11 @@ class Builder:
 
     def sample(self, item: Item, crop_rgb: np.ndarray, *, sample_id: str | None = None, **labels) -> Sample:
         """A `Sample` of this database for `item` with the JPEG-encoded crop; `labels` are `Sample` fields
-        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, extra). Label vectors may be the
-        lists kept in `Item.data` (None = not annotated)."""
+        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, facs, expr_native, expr_native_name,
+        extra). Label vectors may be the lists kept in `Item.data` (None = not annotated); `facs` a dict
+        {AU: (occurrence, intensity)} or the list [[AU, occurrence, intensity], ...] kept in `Item.data`."""
+        if isinstance(labels.get("facs"), (list, tuple)):  # [[AU, occurrence, intensity], ...] as kept in data
+            labels["facs"] = {int(au): (float(o), float(i)) for au, o, i in labels["facs"]}
         for name in ("au", "au_mask", "au_intensity", "attributes"):
             if labels.get(name) is not None:
                 labels[name] = np.asarray(labels[name], np.float32)
