@@ -153,7 +153,7 @@ class Semaine(Builder):
                        "(or <session>/<rec>.eaf with <session>/<rec>.txt inside the folder, optionally under "
                        "train*/ and devel*/ folders for the FERA 2015 split)")
     ITEMS_PER_SHARD = 2
-    OPTIONS = {"fps": FPS, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    OPTIONS = {"fps": float(FPS), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path, else the organisers' recording lists (train 85/15 by session, devel -> test),
