@@ -237,7 +237,8 @@ def category(name: str) -> dict | None:
 
 
 def read_category_codes(path: Path) -> dict[int, tuple[str, dict | None]]:
-    """{native code: (category name, labels)} from a mapping file of lines `<code> <category name>` (or `<code>,<name>`; # comments).
+    """{native code: (category name, labels)} from a mapping file of lines `<code> <category name>` (or
+    `<code>,<name>`; # comments).
 
     Which compound categories EmotioNet's track 2 uses is not confirmed, hence a file rather than a table in code.
     """
