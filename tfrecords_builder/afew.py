@@ -9,7 +9,8 @@ folders are recognised, not read, and listed in the manifest (`extra.companion_f
 Splits (the FaceBehaviorNet paper's convention; AFEW's test labels are not released): `val_afew` -> test,
 `train_afew` -> train / validation 85/15 by clip (seeded hash of the clip id). Each frame keeps its clip:
 sample_id = `<clip>/<frame:05d>` (0-based frame index), subject = the clip id and `extra["clip"]` = the clip id,
-so frame predictions can be voted into clip accuracy.
+so frame predictions can be voted into clip accuracy. `expr_native` / `expr_native_name`: the class folder's
+position in AFEW's seven (`AFEW_CLASSES`, EmotiW's alphabetical order) and its name.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ SETS = {"train_afew": "train", "val_afew": "test"}
 # Shipped beside the class folders: the organisers' aligned faces and LBP-TOP points
 # (`AlignedFaces_LBPTOP_Points/`, `AlignedFaces_LBPTOP_Points_Val/`, or their .zip): not clips, not a label.
 COMPANION_PREFIX = "alignedfaces_lbptop_points"
+AFEW_CLASSES = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")  # the native index
 VIDEO_SUFFIXES = (".avi",)
 
 
@@ -27,8 +29,9 @@ class Afew(Builder):
     """AFEW: 7 expressions per clip, applied to each frame; faces detected + aligned."""
 
     NAME = "afew"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: val -> test, train 85/15 by clip, clip id kept per frame"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: val -> test, train 85/15 by clip, clip id kept per frame",
+                     "1.1.0": "expr_native / expr_native_name: the class folder's index in AFEW's seven and its name"}
     DESCRIPTION = "AFEW (EmotiW) clip expressions (--root: the folder holding train_afew/ and val_afew/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request AFEW from the EmotiW organisers (https://sites.google.com/site/"
                                     "emotiwchallenge/), unpack it and point --root at the folder that holds "
@@ -64,8 +67,9 @@ class Afew(Builder):
                         yield Skip(Reason.BAD_ROW, "not a .avi clip", file=self.relative(clip))
                         continue
                     split = SETS[set_name] if SETS[set_name] == "test" else self.seeded_split(clip.stem)
-                    yield Item(split=split, key=clip.stem, data={"clip": self.relative(clip), "expr": expr},
-                               file=self.relative(clip))
+                    native = next((i for i, name in enumerate(AFEW_CLASSES) if expression_index(name) == expr), -1)
+                    yield Item(split=split, key=clip.stem, file=self.relative(clip),
+                               data={"clip": self.relative(clip), "expr": expr, "expr_native": native})
 
     def manifest_extra(self) -> dict:
         """The shipped companion folders (aligned faces, LBP-TOP points) the build recognised and did not read."""
@@ -78,5 +82,7 @@ class Afew(Builder):
             if isinstance(crop, Skip):
                 yield crop
                 continue
+            native = item.data["expr_native"]
             yield self.sample(item, crop, sample_id=f"{clip}/{index:05d}", subject=clip, expr=item.data["expr"],
+                              expr_native=native, expr_native_name=AFEW_CLASSES[native] if native >= 0 else "",
                               extra={"clip": clip})

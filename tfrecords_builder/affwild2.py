@@ -7,13 +7,15 @@ Annotations/`, `annotations/annotations/`); `--option annotations=PATH` names th
 
 - ABAW 2020: `{VA_Set,EXPR_Set,AU_Set}/{Training_Set,Validation_Set}/<video>.txt` (8 AUs, 7 expressions);
 - ABAW 2022+: `{VA_Estimation_Challenge,EXPR_Recognition_Challenge|EXPR_Classification_Challenge,
-  AU_Detection_Challenge}/{Train_Set|Training_Set,Validation_Set}/<video>.txt` (12 AUs; expression 7 "Other"
-  means no expression label);
+  AU_Detection_Challenge}/{Train_Set|Training_Set,Validation_Set}/<video>.txt` (12 AUs; expression 7 "Other" is
+  no basic expression: `expr` -1, and the frame is still written with `expr_native` 7, as ABAW's score counts it);
 - ABAW 2022 multi-task: `training_set_annotations_22.txt` / `validation_set_annotations_22.txt` (also without
   `_22`), rows `image,valence,arousal,expression,AU1..AU12` with image = `<video>/<frame>.jpg`.
 
 In every per-task file line 1 is the header (labels are mapped by its names) and the k-th row after it is frame
 k, whose image is `cropped_aligned/<video>/{k:05d}.jpg`. -5 (VA) and -1 (expression, AU) mean "not annotated".
+Every expression keeps the release's own code and name (`expr_native`, `expr_native_name`); every AU column goes
+to `facs/*` (occurrence, intensity -1) and the canonical `au`/`au_mask` come from them.
 A frame annotated in several task files is ONE example carrying all its labels; subject = the video folder name
 (`_left`/`_right` kept: the two people of one video are two subjects). Training -> train, Validation ->
 validation; ABAW's test labels are not public, so there is no test split (a `Test_Set` folder, if a release
@@ -32,9 +34,7 @@ from __future__ import annotations
 import os
 import re
 
-import numpy as np
-
-from fbnet_tf.labels import AUS, au_columns, expression_index, expression_map, parse_au_number
+from fbnet_tf.labels import expression_index, expression_map, parse_au_number
 from fbnet_tf.records import SPLITS
 from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, parse_int, resolve_in_root
 
@@ -62,8 +62,10 @@ class AffWild2(Builder):
     """Aff-Wild2 / ABAW: VA, 7 expressions and 8 or 12 AUs per frame, aligned crops resized."""
 
     NAME = "affwild2"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: ABAW 2020, ABAW 2022+ and 2022 multi-task annotation forms"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: ABAW 2020, ABAW 2022+ and 2022 multi-task annotation forms",
+                     "1.1.0": "expr_native / expr_native_name (the release's own code and name); frames labelled "
+                              "only 'Other' are written (expr -1, expr_native 7); AU columns in facs/*"}
     DESCRIPTION = "Aff-Wild2 (ABAW) VA/expressions/AUs (--root: the folder holding cropped_aligned/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Request Aff-Wild2 through the ABAW challenge (https://ibug.doc.ic.ac.uk/resources/aff-wild2/), unpack the "
@@ -246,10 +248,8 @@ class AffWild2(Builder):
                 skip.file, skip.line = labels["where"]
                 yield skip
                 continue
-            au = usable.get("au")
             yield self.sample(item, self.resize_aligned(image), sample_id=f"{video}/{frame:05d}", subject=video,
-                              expr=usable.get("expr", -1), va=usable.get("va"),
-                              au=None if au is None else au[0], au_mask=None if au is None else au[1])
+                              va=usable.get("va"), facs=usable.get("au"), **usable.get("expr", {}))
         folder = item.data["images"]
         for run in _runs(missing):
             (first, (file, line)), last = run[0], run[-1][0]
@@ -269,7 +269,7 @@ class AffWild2(Builder):
         """Fill `frames` from the item's annotation rows; yield a Skip per malformed header or row."""
         if "rows" in item.data:  # the multi-task file: one row carries every task
             au_tables = {file: _au_table(names) for file, names in item.data["au_headers"].items()}
-            expressions = expression_map(MTL_EXPRESSIONS)
+            expressions = (expression_map(MTL_EXPRESSIONS), MTL_EXPRESSIONS)
             for file, line, frame, valence, arousal, expression, *aus in item.data["rows"]:
                 labels = frames.setdefault(frame, {"where": (file, line)})
                 for task, parse, fields in (("va", _parse_va, [valence, arousal]),
@@ -333,7 +333,7 @@ def _header(task: str, header: str):
         if task == "va" and [n.lower() for n in names] == ["valence", "arousal"]:
             return _parse_va, None
         if task == "expr" and all(expression_index(n) is not None or n.lower() == "other" for n in names):
-            return _parse_expr, expression_map(names)
+            return _parse_expr, (expression_map(names), tuple(names))
         if task == "au" and names and all(parse_au_number(n) for n in names):
             return _parse_au, _au_table(names)
     except (KeyError, ValueError):
@@ -355,7 +355,10 @@ def _parse_va(fields: list, _table):
     return valence, arousal
 
 
-def _parse_expr(fields: list, expressions: np.ndarray):
+def _parse_expr(fields: list, table):
+    """{"expr": canonical index or -1 ("Other"), "expr_native": the code, "expr_native_name": its header name}, or
+    None for -1 (not annotated)."""
+    expressions, names = table
     if len(fields) != 1:
         raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected one expression code")
     code = parse_int(fields[0], "expression code")
@@ -363,30 +366,26 @@ def _parse_expr(fields: list, expressions: np.ndarray):
         return None
     if not 0 <= code < len(expressions):
         raise Skip(Reason.LABEL_OUT_OF_RANGE, f"expression code {code} outside 0..{len(expressions) - 1} (and not -1)")
-    canonical = int(expressions[code])
-    return None if canonical < 0 else canonical  # "Other": no basic-expression label
+    return {"expr": int(expressions[code]), "expr_native": code, "expr_native_name": names[code]}
 
 
-def _au_table(names: list) -> tuple:
-    """(number of AU columns, {column: canonical AU position}) of an AU header."""
-    return len(names), au_columns(names)
+def _au_table(names: list) -> list[int]:
+    """The AU number of each column of an AU header."""
+    return [parse_au_number(name) for name in names]
 
 
-def _parse_au(fields: list, table):
-    width, columns = table
-    if len(fields) != width:
-        raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected {width} AU codes")
+def _parse_au(fields: list, numbers: list[int]):
+    """{AU number: (occurrence, -1)} of the annotated AUs of a row, or None when every AU is -1."""
+    if len(fields) != len(numbers):
+        raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected {len(numbers)} AU codes")
     try:
         codes = [int(f) for f in fields]
     except ValueError:
         raise Skip(Reason.BAD_ROW, f"AU codes {fields} are not integers") from None
     if any(code not in (CODE_MISSING, 0, 1) for code in codes):
         raise Skip(Reason.LABEL_OUT_OF_RANGE, f"AU codes {codes} outside 0/1 (and not -1)")
-    au, mask = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32)
-    for column, index in columns.items():
-        if codes[column] != CODE_MISSING:
-            au[index], mask[index] = codes[column], 1.0
-    return (au, mask) if mask.any() else None
+    facs = {number: (float(code), -1.0) for number, code in zip(numbers, codes) if code != CODE_MISSING}
+    return facs or None
 
 
 def _runs(frames: list) -> list[list]:

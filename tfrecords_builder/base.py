@@ -159,6 +159,17 @@ def read_image(path: Path, file=None, line: int | None = None) -> np.ndarray:
         raise Skip(error.reason, error.message, file if file is not None else path, line) from None
 
 
+def decode_image(data: bytes, path, file=None, line: int | None = None) -> np.ndarray:
+    """The RGB uint8 image encoded in `data` (read from `path`: a file, or a member of an archive); raises
+    Skip(UNREADABLE_IMAGE / TRUNCATED_IMAGE / CORRUPT_IMAGE) naming `path`."""
+    from fbnet_tf import images
+
+    try:
+        return images.decode_rgb(data, str(path))
+    except images.ImageError as error:
+        raise Skip(error.reason, error.message, file if file is not None else path, line) from None
+
+
 def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iterator[tuple[int, np.ndarray]]:
     """Lazily yield (frame index, RGB uint8 frame) for every `stride`-th frame of a video, from `start`
     (`fbnet_tf.video.frames`). Raises Skip(MISSING_FILE) for a missing video and Skip(UNREADABLE_VIDEO) for one
@@ -352,8 +363,11 @@ class Builder:
 
     def sample(self, item: Item, crop_rgb: np.ndarray, *, sample_id: str | None = None, **labels) -> Sample:
         """A `Sample` of this database for `item` with the JPEG-encoded crop; `labels` are `Sample` fields
-        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, extra). Label vectors may be the
-        lists kept in `Item.data` (None = not annotated)."""
+        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, facs, expr_native, expr_native_name,
+        extra). Label vectors may be the lists kept in `Item.data` (None = not annotated); `facs` a dict
+        {AU: (occurrence, intensity)} or the list [[AU, occurrence, intensity], ...] kept in `Item.data`."""
+        if isinstance(labels.get("facs"), (list, tuple)):  # [[AU, occurrence, intensity], ...] as kept in data
+            labels["facs"] = {int(au): (float(o), float(i)) for au, o, i in labels["facs"]}
         for name in ("au", "au_mask", "au_intensity", "attributes"):
             if labels.get(name) is not None:
                 labels[name] = np.asarray(labels[name], np.float32)
