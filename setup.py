@@ -27,6 +27,8 @@ setup(
         # Face detector whose weights ship inside the wheel (nothing is downloaded at run time).
         "mtcnn==1.0.0",
         "openpyxl>=3.1",  # EmotioNet's .xlsx annotation table
+        # libjpeg-turbo with warnings as errors: a JPEG with damaged scan data is refused, not decoded to garbage.
+        "simplejpeg>=1.7",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],

@@ -74,6 +74,17 @@ def align(image_rgb: np.ndarray, landmarks5, size: int = 112) -> np.ndarray:
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def box_crop(image_rgb: np.ndarray, box, size: int = 112) -> np.ndarray:
+    """The `size` x `size` crop of the square around a face box (x, y, w, h) (side max(w, h), same centre; black
+    outside the image): for faces that come with a box but no landmarks."""
+    x, y, w, h = (float(v) for v in box)
+    scale = size / max(w, h)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    matrix = np.array([[scale, 0, size / 2.0 - scale * cx], [0, scale, size / 2.0 - scale * cy]], np.float64)
+    return cv2.warpAffine(np.asarray(image_rgb, np.uint8), matrix, (int(size), int(size)), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 _detector = None
 
 

@@ -39,6 +39,12 @@ COMPOUND_EXPRESSIONS: tuple[str, ...] = (
     "Angrily Disgusted", "Disgustedly Surprised", "Appalled", "Hatred", "Awed",
 )
 
+# RAF-DB's 11 compound classes in its native order (codes 1..11): Du et al.'s first 11 less "Fearfully Disgusted".
+RAFDB_COMPOUND: tuple[str, ...] = (
+    "Happily Surprised", "Happily Disgusted", "Sadly Fearful", "Sadly Angry", "Sadly Surprised", "Sadly Disgusted",
+    "Fearfully Angry", "Fearfully Surprised", "Angrily Surprised", "Angrily Disgusted", "Disgustedly Surprised",
+)
+
 # Every spelling of a basic expression seen in the databases and papers (adjective, noun, adverb stem).
 _EXPRESSION_SYNONYMS = {
     "neutral": "Neutral",

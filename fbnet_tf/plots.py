@@ -20,18 +20,19 @@ def _save(figure: Figure, path) -> str:
     return str(path)
 
 
-def plot_confusion_matrix(matrix, path, title: str = "") -> str:
-    """Row-normalised confusion matrix (rows = truth, columns = prediction) labelled with `EXPRESSIONS`."""
+def plot_confusion_matrix(matrix, path, title: str = "", labels=EXPRESSIONS) -> str:
+    """Row-normalised confusion matrix (rows = truth, columns = prediction) labelled with `labels`."""
     matrix = np.asarray(matrix, np.float64)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    figure = Figure(figsize=(6.5, 5.5))
+    side = 4.0 + 0.35 * len(labels)
+    figure = Figure(figsize=(side + 1.0, side))
     axes = figure.add_subplot()
     image = axes.imshow(normalised, vmin=0.0, vmax=1.0, cmap="Blues")
     figure.colorbar(image, ax=axes, fraction=0.046)
-    ticks = np.arange(len(EXPRESSIONS))
-    axes.set_xticks(ticks, EXPRESSIONS, rotation=45, ha="right")
-    axes.set_yticks(ticks, EXPRESSIONS)
+    ticks = np.arange(len(labels))
+    axes.set_xticks(ticks, labels, rotation=45, ha="right")
+    axes.set_yticks(ticks, labels)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     for (i, j), value in np.ndenumerate(normalised):

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from fbnet_tf import video
+from fbnet_tf import images, video
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,12 @@ def read_frames(path: Path, every: int = 1) -> Iterator[Frame]:
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         yield from _video_frames(path, every)
         return
-    image = cv2.imread(name, cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "empty file" if path.stat().st_size == 0 else "not a decodable image (corrupt or unsupported)"
-        yield Frame(name, 0, 0.0, error=reason)
+    try:
+        image = images.read_rgb(path)
+    except images.ImageError as error:
+        yield Frame(name, 0, 0.0, error=f"{error.reason}: {error.message}")
         return
-    yield Frame(name, 0, 0.0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    yield Frame(name, 0, 0.0, image)
 
 
 def _video_frames(path: Path, every: int) -> Iterator[Frame]:

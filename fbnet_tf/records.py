@@ -4,7 +4,7 @@ Builders call `encode_example`; the input pipeline calls `parse_example`. Featur
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,15 @@ class Sample:
     expr_native_name: str = ""
     extra: dict = field(default_factory=dict)  # further int/float/bytes features (e.g. clip ids)
 
+    def __post_init__(self):
+        # Filled here rather than at encoding, so every reader of the Sample (the builder's label counts in
+        # manifest.json too) sees the canonical AUs that `facs` codes.
+        if self.facs is not None:
+            self.facs = dict(sorted((int(k), (float(o), float(i))) for k, (o, i) in self.facs.items()))
+            if self.au is None:
+                for name, value in canonical_from_facs(self.facs).items():
+                    setattr(self, name, value)
+
 
 def encode_example(sample: Sample) -> bytes:
     """Serialize a `Sample` as a `tf.train.Example` following the contract."""
@@ -50,9 +59,7 @@ def encode_example(sample: Sample) -> bytes:
     if not -1 <= sample.expr < len(EXPRESSIONS):
         raise ValueError(f"{sample.sample_id}: expr {sample.expr} outside -1..{len(EXPRESSIONS) - 1}")
     n = len(AUS)
-    facs = dict(sorted((int(k), (float(o), float(i))) for k, (o, i) in (sample.facs or {}).items()))
-    if sample.facs is not None and sample.au is None:
-        sample = replace(sample, **canonical_from_facs(facs))
+    facs = sample.facs or {}
     au = np.zeros(n, np.float32) if sample.au is None else np.asarray(sample.au, np.float32)
     au_mask = np.zeros(n, np.float32) if sample.au_mask is None else np.asarray(sample.au_mask, np.float32)
     intensity = (np.full(n, -1.0, np.float32) if sample.au_intensity is None

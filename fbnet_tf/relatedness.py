@@ -193,3 +193,95 @@ def infer(expr, au, au_mask, *, aus: Sequence[int] = AUS, min_support: int = 20,
     for i in keep:
         weights[:, AUS.index(aus[i])] = np.where(linked[:, i], fraction[:, i], 0.0)
     return RelatednessTable(name, EXPRESSIONS, weights, np.zeros_like(weights), AUS)
+
+
+def format_table(table: RelatednessTable) -> str:
+    """The table as the paper's Table 3 prints it: one row per expression, its AUs by decreasing weight."""
+    lines = ["| emotion | AUs (weight) |", "|---|---|"]
+    for r, row in enumerate(table.rows):
+        linked = sorted(np.flatnonzero(table.weights[r]), key=lambda a: -table.weights[r, a])
+        cells = ", ".join(f"{table.aus[a]} ({table.weights[r, a]:.2f})" for a in linked)
+        lines.append(f"| {row} | {cells or '-'} |")
+    return "\n".join(lines)
+
+
+def _record_labels(record_dirs: Sequence[str], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """expr [N], au [N, 17], au_mask [N, 17] of every record of `split` in `record_dirs` (images not decoded)."""
+    import tensorflow as tf
+
+    from fbnet_tf.data import record_files
+    from fbnet_tf.records import feature_spec
+
+    spec = {k: v for k, v in feature_spec().items() if k in ("expr", "au", "au_mask")}
+    files = [f for d in record_dirs for f in record_files(d, split)]
+    parts = {"expr": [], "au": [], "au_mask": []}
+    if files:
+        dataset = tf.data.TFRecordDataset(files).batch(4096).map(lambda s: tf.io.parse_example(s, spec))
+        for batch in dataset.as_numpy_iterator():
+            for key in parts:
+                parts[key].append(batch[key])
+    if not parts["expr"]:
+        return np.zeros(0, np.int64), np.zeros((0, len(AUS)), np.float32), np.zeros((0, len(AUS)), np.float32)
+    return tuple(np.concatenate(parts[key]) for key in ("expr", "au", "au_mask"))
+
+
+def _model_labels(model_path: str, record_dirs: Sequence[str], split: str):
+    """The paper's route: expression-labelled images annotated with a trained model's AU predictions (>= 0.5)."""
+    from fbnet_tf import runs
+    from fbnet_tf.evaluate import predict_records
+
+    model = runs.load_inference_model(model_path)
+    expr, au = [], []
+    for record_dir in record_dirs:
+        collected = predict_records(model, record_dir, split)
+        if collected:
+            labelled = collected["expr"] >= 0
+            expr.append(collected["expr"][labelled])
+            au.append((collected["pred_action_units"][labelled] >= 0.5).astype(np.float32))
+    if not expr:
+        return np.zeros(0, np.int64), np.zeros((0, len(AUS)), np.float32), np.zeros((0, len(AUS)), np.float32)
+    au = np.concatenate(au)
+    return np.concatenate(expr), au, np.ones_like(au)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m fbnet_tf.relatedness",
+                                     description="Relatedness tables: infer one from data (paper section 4.2).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inferring = commands.add_parser("infer", help="w(e, AU) = fraction of e's images with the AU active")
+    inferring.add_argument("--data", nargs="+", required=True, metavar="DIR", help="TFRecord directories")
+    inferring.add_argument("--from-model", metavar="RUN",
+                           help="annotate expression-labelled images with this run's AU predictions first")
+    inferring.add_argument("--split", default="train")
+    inferring.add_argument("--out", required=True, help="the JSON table to write (usable as loss.relatedness=FILE)")
+    inferring.add_argument("--min-support", type=int, default=20, help="images of e with the AU annotated (>= 1)")
+    inferring.add_argument("--min-weight", type=float, default=0.1, help="weakest link kept, in (0, 1]")
+    args = parser.parse_args(argv)
+    if args.min_support < 1 or not 0.0 < args.min_weight <= 1.0:
+        parser.error(f"--min-support {args.min_support} must be >= 1 and --min-weight {args.min_weight} in (0, 1]")
+
+    if args.from_model:
+        expr, au, mask = _model_labels(args.from_model, args.data, args.split)
+    else:
+        expr, au, mask = _record_labels(args.data, args.split)
+    both = (expr >= 0) & (mask.sum(axis=1) > 0)
+    if not both.any():
+        print(f"relatedness infer: no {args.split} image in {args.data} carries both an expression and AU labels"
+              + ("" if args.from_model else " (pass --from-model RUN to annotate AUs with a trained model)"),
+              file=sys.stderr)
+        return 1
+    table = infer(expr, au, mask, min_support=args.min_support, min_weight=args.min_weight,
+                  name=Path(args.out).stem)
+    print(format_table(table))
+    temporary = Path(f"{args.out}.tmp")
+    table.save(temporary)
+    os.replace(temporary, args.out)
+    print(f"{int(both.sum())} images -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,6 +85,8 @@ def test_afew_clip_labels_splits_and_skips(afew, tmp_path):
         example = examples[sample_id]
         clip = sample_id.split("/")[0]
         assert EXPRESSIONS[example["expr"]] == AFEW_CLASSES[folder]
+        # AFEW's own index: the class's position in its seven folders, alphabetical as EmotiW lists them
+        assert (example["expr_native"], example["expr_native_name"]) == (sorted(AFEW_CLASSES).index(folder), folder)
         assert example["split"] == split and example["subject"] == clip and example["clip"] == clip
         assert example["va_mask"] == 0 and not example["au_mask"].any()
         assert example["image"].shape == (112, 112, 3) and example["image"].std() > 20

@@ -14,6 +14,8 @@ from tfrecords_builder import LayoutError, build
 # AffectNet's codes, spelled out independently of the builder; None = not a basic expression.
 CODES = {0: "Neutral", 1: "Happiness", 2: "Sadness", 3: "Surprise", 4: "Fear", 5: "Disgust", 6: "Anger",
          7: None, 8: None, 9: None}
+NATIVE = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None", "Uncertain",
+          "No-Face")
 HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
 MARKERS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255]], np.uint8)
 
@@ -70,7 +72,8 @@ def original(tmp_path):
         cv2.imwrite(str(images / relative), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
         if index < 13:
             code = index % 8  # 0..6 basic, 7 Contempt
-            va = (round(0.1 * (index - 6), 2), round(0.05 * index, 2)) if index != 3 else (-2, -2)
+            # index 7: Contempt without valence/arousal, written for its native label
+            va = (round(0.1 * (index - 6), 2), round(0.05 * index, 2)) if index not in (3, 7) else (-2, -2)
             training.append(csv_row(relative, landmarks, code, *va))
         else:
             code = (0, 1, 9)[index - 13]
@@ -80,7 +83,7 @@ def original(tmp_path):
     first = next(iter(expected))[len("Manually_Annotated_Images/"):]
     image, landmarks = unaligned_face(0)
     training += [
-        csv_row(first.replace(".jpg", "b.jpg"), landmarks, 8, -2, -2),       # line 15: None, no VA -> no_label
+        csv_row(first.replace(".jpg", "b.jpg"), landmarks, 9, -2, -2),       # line 15: Uncertain, no VA -> no_label
         csv_row(first.replace(".jpg", "c.jpg"), landmarks, 10, -2, -2),      # line 16: No-Face -> no_face
         csv_row(first.replace(".jpg", "d.jpg"), landmarks, 11, 0.1, 0.1),    # line 17: label_out_of_range
         "1/abc.jpg,1,2,3,4,5",                                               # line 18: bad_row
@@ -124,6 +127,7 @@ def test_original_release_labels_va_splits_alignment_and_skips(original, tmp_pat
             assert example["split"] == ("validation" if in_validation(listed) else "train")
         name = CODES[code]
         assert (EXPRESSIONS[example["expr"]] if example["expr"] >= 0 else None) == name, key
+        assert (example["expr_native"], example["expr_native_name"]) == (code, NATIVE[code])
         if va == (-2, -2):
             assert example["va_mask"] == 0 and list(example["va"]) == [0, 0]
         else:
@@ -166,7 +170,8 @@ def test_newer_release_npy_annotations(tmp_path):
     by_id = {int(key.split("/")[-1][:-4]): example for key, example in examples.items()}
     assert sorted(by_id) == [1, 2, 3, 4, 5]  # 6: code 8 "None" is not in the newer release's 0..7
     assert EXPRESSIONS[by_id[1]["expr"]] == "Neutral" and EXPRESSIONS[by_id[2]["expr"]] == "Disgust"
-    assert by_id[3]["expr"] == -1 and by_id[3]["va_mask"] == 1  # Contempt kept for its valence/arousal
+    assert by_id[3]["expr"] == -1 and by_id[3]["va_mask"] == 1  # Contempt, with its valence/arousal
+    assert (by_id[3]["expr_native"], by_id[3]["expr_native_name"]) == (7, "Contempt")
     assert EXPRESSIONS[by_id[4]["expr"]] == "Sadness" and by_id[4]["va_mask"] == 0
     assert EXPRESSIONS[by_id[5]["expr"]] == "Anger" and by_id[5]["split"] == "test"
     np.testing.assert_allclose(by_id[5]["va"], (-0.7, 0.8), atol=1e-6)

@@ -88,16 +88,23 @@ def abaw2022(tmp_path):
 def test_abaw2022_merges_tasks_maps_names_and_counts_every_skip(abaw2022, tmp_path):
     out = tmp_path / "out"
     manifest = build("affwild2", abaw2022, out, progress=False)
-    assert {split: entry["count"] for split, entry in manifest["splits"].items()} == {"train": 6, "validation": 2}
+    assert {split: entry["count"] for split, entry in manifest["splits"].items()} == {"train": 7, "validation": 2}
     examples = read_all(out)
-    assert sorted(examples) == ["v1/00001", "v1/00003", "v1/00008", "v2_left/00001", "v2_left/00002",
+    assert sorted(examples) == ["v1/00001", "v1/00002", "v1/00003", "v1/00008", "v2_left/00001", "v2_left/00002",
                                 "v2_right/00001", "v3/00001", "v3/00002"]
 
     first = examples["v1/00001"]  # VA + expression 4 + AUs: one example with all three
     np.testing.assert_allclose(first["va"], [0.5, -0.25])
     assert first["va_mask"] == 1 and EXPRESSIONS[first["expr"]] == EXPR_2022[4]
     assert_aus(first, {"AU6", "AU12"}, AUS_2022)
+    assert (first["expr_native"], first["expr_native_name"]) == (4, "Happiness")
+    assert first["facs/au"].tolist() == [int(name[2:]) for name in AUS_2022]  # every column, in AU order
+    assert first["facs/occurrence"].tolist() == [float(name in ("AU6", "AU12")) for name in AUS_2022]
+    assert (first["facs/intensity"] == -1).all()
     assert first["subject"] == "v1" and first["image"].shape == (112, 112, 3)
+    other = examples["v1/00002"]  # VA -5, expression 7 "Other", AUs -1: written for ABAW's score, expr -1
+    assert (other["expr"], other["expr_native"], other["expr_native_name"]) == (-1, 7, "Other")
+    assert other["va_mask"] == 0 and not other["au_mask"].any() and other["facs/au"].size == 0
     np.testing.assert_allclose(first["image"].reshape(-1, 3).mean(0), colour(1, 1), atol=4)
     third = examples["v1/00003"]  # VA out of range dropped, expression -1: only its AUs remain
     assert third["va_mask"] == 0 and third["expr"] == -1
@@ -123,7 +130,6 @@ def test_abaw2022_merges_tasks_maps_names_and_counts_every_skip(abaw2022, tmp_pa
         ("annotations/VA_Estimation_Challenge/Train_Set/v1.txt", 5, "bad_row"),              # one field
         ("annotations/EXPR_Recognition_Challenge/Train_Set/v1.txt", 5, "label_out_of_range"),  # code 9
         ("annotations/AU_Detection_Challenge/Train_Set/v1.txt", 6, "missing_file"),          # frame 5: no image
-        ("annotations/AU_Detection_Challenge/Train_Set/v1.txt", 3, "no_label"),              # frame 2: -5, Other, -1
         ("annotations/AU_Detection_Challenge/Train_Set/v1.txt", 7, "no_label"),              # frames 6-7
         ("cropped_aligned/v1", None, "unlabelled_images"),                                   # images 9, 10
         ("annotations/AU_Detection_Challenge/Train_Set/v2_left.txt", 1, "bad_row"),          # header
@@ -167,6 +173,8 @@ def test_abaw2020_folders_eight_aus_and_frame_stride(tmp_path):
     assert EXPRESSIONS[val["expr"]] == "Surprise" and val["va_mask"] == 1
     np.testing.assert_allclose(val["va"], [1, -1])
     assert EXPRESSIONS[examples["val_video/00001"]["expr"]] == "Fear"
+    assert (val["expr_native"], val["expr_native_name"]) == (6, "Surprise")  # ABAW 2020's own code
+    assert examples["train_video/00001"]["facs/au"].tolist() == [int(name[2:]) for name in AUS_2020]
 
     strided = build("affwild2", root, tmp_path / "strided", frame_stride=2, progress=False)
     assert sorted(read_all(tmp_path / "strided")) == ["train_video/00001", "train_video/00003",
@@ -195,6 +203,7 @@ def test_multitask_file_form(tmp_path):
     assert EXPRESSIONS[examples["a/00001"]["expr"]] == "Happiness"
     assert_aus(examples["a/00001"], {"AU12"}, AUS_2022)
     assert examples["a/00002"]["expr"] == -1 and examples["a/00002"]["va_mask"] == 0
+    assert (examples["a/00002"]["expr_native"], examples["a/00002"]["expr_native_name"]) == (7, "Other")
     assert_aus(examples["a/00002"], {"AU24"}, AUS_2022)
     b = examples["b_right/00007"]
     assert b["subject"] == "b_right" and EXPRESSIONS[b["expr"]] == "Anger"

@@ -1,5 +1,7 @@
-"""BP4D and BP4D+ builders over tiny trees in their layout (AUCoding/AU_OCC, AU_INT, frame folders)."""
+"""BP4D and BP4D+ builders over tiny trees in their layouts: the FERA 2015 release (AUCoding/*.csv, AU Intensity
+Codes3.0/, BP4D/BP4D-training/), the AU_OCC/AU_INT variant, BP4D+ frames inside 2D+3D/<subject>.zip or extracted."""
 import hashlib
+import zipfile
 
 import cv2
 import numpy as np
@@ -10,10 +12,9 @@ from skimage.data import astronaut
 from fbnet_tf.labels import AU_NAMES
 from fbnet_tf.records import decode_example
 from tfrecords_builder import LayoutError, build
+from tfrecords_builder.bp4d import BP4D_PLUS_AUS
 from tfrecords_builder.writer import BuildError
 
-FERA2015 = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23)
-FERA2017 = (1, 4, 6, 7, 10, 12, 14, 15, 17, 23)
 NATIVE = tuple(range(1, 28))  # BP4D's header: frame, then AU 1 ... AU 27 (AU k in column k+1), then occlusion
 
 
@@ -39,10 +40,14 @@ CODES_5 = {1: 1, 2: 0, 4: 1, 6: 1, 7: 0, 10: 1, 12: 1, 14: 0, 15: 0, 17: 1, 23: 
 CODES_6 = {1: 0, 2: 1, 4: 9, 6: 0, 7: 1, 10: 0, 12: 0, 14: 1, 15: 1, 17: 0, 23: 1}
 
 
-@pytest.fixture
-def bp4d(tmp_path):
-    root = tmp_path / "BP4D"
-    occ = root / "AUCoding" / "AU_OCC"
+# Where each layout keeps occurrence, intensity and frames.
+VARIANT = ("AUCoding/AU_OCC", "AUCoding/AU_INT", "Sequences")
+FERA2015_RELEASE = ("AUCoding", "AU Intensity Codes3.0", "BP4D/BP4D-training")
+
+
+def bp4d_tree(root, layout=VARIANT):
+    occ_dir, int_dir, frames_dir = layout
+    occ = root / occ_dir
     occ.mkdir(parents=True)
     header = ",".join([""] + [str(au) for au in NATIVE] + ["Occlusion"])
     (occ / "F001_T1.csv").write_text("\n".join([
@@ -63,18 +68,23 @@ def bp4d(tmp_path):
     shifted = ",".join(["", "2", "1"] + [str(au) for au in NATIVE[2:]] + ["Occlusion"])
     (occ / "F003_T1.csv").write_text(shifted + "\n" + occurrence_row(1, {}) + "\n")  # breaks the position rule
     (occ / "notes.csv").write_text("a,b\n")                                         # not <subject>_<task>.csv
-    intensity = root / "AUCoding" / "AU_INT"
+    intensity = root / int_dir
     (intensity / "AU06").mkdir(parents=True)
     (intensity / "AU12").mkdir(parents=True)
     (intensity / "AU06" / "F001_T1_AU06.csv").write_text("5,3\n6,9\n7,2\n")
     (intensity / "AU12" / "F001_T1_AU12.csv").write_text("5,1\n6,7\n")         # line 2: 7 -> out of range
-    sequences = root / "Sequences"
+    sequences = root / frames_dir
     write_image(sequences / "F001" / "T1" / "0005.jpg", face())                   # 4-digit padding
     write_image(sequences / "F001" / "T1" / "0006.jpg", face()[:, ::-1])
     write_image(sequences / "F001" / "T1" / "0007.jpg", np.full((256, 256, 3), 90, np.uint8))
     write_image(sequences / "F002" / "T2" / "10.jpg", face())                     # no padding
     write_image(sequences / "M001" / "T1" / "001.jpg", face())                    # 3-digit padding
     return root
+
+
+@pytest.fixture
+def bp4d(tmp_path):
+    return bp4d_tree(tmp_path / "BP4D")
 
 
 def read_all(out, name):
@@ -86,40 +96,50 @@ def read_all(out, name):
     return examples
 
 
+def shard_bytes(out, name):
+    return {f.name: f.read_bytes() for f in sorted(out.glob(f"{name}-*.tfrecord-*"))}
+
+
 def labelled(example):
     return {AU_NAMES[i]: int(example["au"][i]) for i in np.flatnonzero(example["au_mask"])}
 
 
-def test_bp4d_aus_by_header_intensity_splits_and_skips(bp4d, tmp_path):
+def facs(example):
+    return {int(a): (float(o), float(i)) for a, o, i in
+            zip(example["facs/au"], example["facs/occurrence"], example["facs/intensity"])}
+
+
+def coded(codes, aus=NATIVE, intensity=None):
+    """A row's {AU: (occurrence, intensity)} by the format's rule: every header AU, code 9 left out."""
+    intensity = intensity or {}
+    return {au: (float(codes.get(au, 0)), intensity.get(au, -1.0)) for au in aus if codes.get(au, 0) != 9}
+
+
+def test_bp4d_every_header_au_intensity_splits_and_skips(bp4d, tmp_path):
     out = tmp_path / "out"
-    manifest = build("bp4d", bp4d, out, progress=False, image_size=64)
+    manifest = build("bp4d", bp4d, out, progress=False, image_size=48)
     train_pool = {"F001": "validation" if hash_unit("F001") < 0.15 else "train",
                   "M001": "validation" if hash_unit("M001") < 0.15 else "train"}
-    expected = {"Sequences/F001/T1/0005.jpg": train_pool["F001"], "Sequences/F001/T1/0006.jpg": train_pool["F001"],
-                "Sequences/M001/T1/001.jpg": train_pool["M001"], "Sequences/F002/T2/10.jpg": "test"}
+    expected = {"F001/T1/0005.jpg": train_pool["F001"], "F001/T1/0006.jpg": train_pool["F001"],
+                "M001/T1/001.jpg": train_pool["M001"], "F002/T2/10.jpg": "test"}
     counts = {s: list(expected.values()).count(s) for s in ("train", "validation", "test")}
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {s: n for s, n in counts.items() if n}
     examples = read_all(out, "bp4d")
     assert {key: e["split"] for key, e in examples.items()} == expected
-
-    def fera(codes):  # the FERA 2015 AUs of a row, by name; 9 = not annotated
-        return {f"AU{au}": codes.get(au, 0) for au in FERA2015 if codes.get(au, 0) != 9}
-
-    assert labelled(examples["Sequences/F001/T1/0005.jpg"]) == fera(CODES_5)
-    assert labelled(examples["Sequences/F001/T1/0006.jpg"]) == fera(CODES_6)
-    assert "AU4" not in labelled(examples["Sequences/F001/T1/0006.jpg"])
-    assert labelled(examples["Sequences/F002/T2/10.jpg"]) == fera({12: 1, 6: 1})
-    assert labelled(examples["Sequences/M001/T1/001.jpg"]) == fera({23: 1, 15: 1})
+    # facs/*: all 27 header AUs (9 = not coded left out), intensities from AU_INT (9 -> -1; 7 out of range -> -1)
+    assert facs(examples["F001/T1/0005.jpg"]) == coded(CODES_5, intensity={6: 3.0, 12: 1.0})
+    assert facs(examples["F001/T1/0006.jpg"]) == coded(CODES_6)
+    assert 4 not in facs(examples["F001/T1/0006.jpg"])
+    assert facs(examples["F002/T2/10.jpg"]) == coded({12: 1, 6: 1})
+    assert facs(examples["M001/T1/001.jpg"]) == coded({23: 1, 15: 1})
     for example in examples.values():
-        assert example["subject"] == example["sample_id"].split("/")[1]
+        # the canonical au/au_mask: every coded canonical AU, AU24 (outside FERA 2015's 11) included
+        assert labelled(example) == {f"AU{a}": int(o) for a, (o, _) in facs(example).items() if f"AU{a}" in AU_NAMES}
+        assert example["au_mask"][AU_NAMES.index("AU24")] == 1
+        assert example["subject"] == example["sample_id"].split("/")[0]
         assert not example["au"][example["au_mask"] == 0].any()
-
-    def intensity(example):
-        return {AU_NAMES[i]: float(v) for i, v in enumerate(example["au_intensity"]) if v >= 0}
-
-    assert intensity(examples["Sequences/F001/T1/0005.jpg"]) == {"AU6": 3.0, "AU12": 1.0}
-    assert intensity(examples["Sequences/F001/T1/0006.jpg"]) == {}  # 9 = invalid; 7 = out of range
-    assert intensity(examples["Sequences/F002/T2/10.jpg"]) == {}
+    assert {AU_NAMES[i]: float(v) for i, v in enumerate(examples["F001/T1/0005.jpg"]["au_intensity"]) if v >= 0} \
+        == {"AU6": 3.0, "AU12": 1.0}
     occ = "AUCoding/AU_OCC/"
     assert {(r["file"], r["line"], r["reason"]) for r in manifest["skipped"]} == {
         (occ + "F001_T1.csv", 4, "no_face"), (occ + "F001_T1.csv", 5, "missing_file"),
@@ -127,35 +147,74 @@ def test_bp4d_aus_by_header_intensity_splits_and_skips(bp4d, tmp_path):
         (occ + "F001_T1.csv", 8, "bad_row"), (occ + "F002_T2.csv", 3, "no_label"),
         (occ + "F003_T1.csv", 1, "bad_row"), (occ + "notes.csv", None, "bad_row"),
         ("AUCoding/AU_INT/AU12/F001_T1_AU12.csv", 2, "label_out_of_range")}
+    assert manifest["splits"]["test"]["labels"]["au_annotated"]["AU24"] == 1
     with pytest.raises(LayoutError) as error:
         build("bp4d", bp4d / "Sequences", tmp_path / "none", progress=False)
     assert "AUCoding/AU_OCC/F001_T1.csv" in str(error.value) and "frames_dir" in str(error.value)
 
 
-def test_bp4d_plus_by_name_subject_independent_split_and_frames_dir(tmp_path):
+def test_bp4d_fera2015_release_and_variant_give_identical_records(tmp_path):
+    fera = bp4d_tree(tmp_path / "fera", FERA2015_RELEASE)
+    variant = bp4d_tree(tmp_path / "variant", VARIANT)
+    first = build("bp4d", fera, tmp_path / "out_fera", progress=False, image_size=32)
+    build("bp4d", variant, tmp_path / "out_variant", progress=False, image_size=32)
+    assert sum(e["count"] for e in first["splits"].values()) == 4
+    assert shard_bytes(tmp_path / "out_fera", "bp4d") == shard_bytes(tmp_path / "out_variant", "bp4d")
+    intensity = read_all(tmp_path / "out_fera", "bp4d")["F001/T1/0005.jpg"]["au_intensity"]
+    assert intensity[AU_NAMES.index("AU6")] == 3.0  # read from "AU Intensity Codes3.0/AU06/"
+
+
+def test_bp4d_plus_from_zips_and_folders_byte_identical(tmp_path):
+    subjects = ("F001", "F002", "M001", "M002")
+
+    def tree(root, zipped):
+        occ = root / "AUCoding" / "AU_OCC"
+        occ.mkdir(parents=True)
+        header = ",".join(["0"] + [str(au) for au in BP4D_PLUS_AUS])
+        for index, subject in enumerate(subjects):
+            rows = [occurrence_row(frame, {au: (index + k + frame) % 2 for k, au in enumerate(BP4D_PLUS_AUS)},
+                                   BP4D_PLUS_AUS)[:-2] for frame in (1, 2)]  # 34 AUs, no occlusion column
+            (occ / f"{subject}_T1.csv").write_text("\n".join([header] + rows) + "\n")
+            images = {f"{subject}/T1/{frame:04d}.jpg": face() if frame == 1 else face()[:, ::-1] for frame in (1, 2)}
+            if zipped:
+                (root / "2D+3D").mkdir(exist_ok=True)
+                with zipfile.ZipFile(root / "2D+3D" / f"{subject}.zip", "w") as archive:
+                    for name, image in images.items():
+                        archive.writestr(name, cv2.imencode(".jpg", image[..., ::-1])[1].tobytes())
+            else:
+                for name, image in images.items():
+                    write_image(root / "2D+3D" / name, image)
+        return root
+
+    zipped = build("bp4d_plus", tree(tmp_path / "zipped", True), tmp_path / "from_zips", progress=False,
+                   image_size=32)
+    build("bp4d_plus", tree(tmp_path / "folders", False), tmp_path / "from_folders", progress=False, image_size=32)
+    assert shard_bytes(tmp_path / "from_zips", "bp4d_plus") == shard_bytes(tmp_path / "from_folders", "bp4d_plus")
+    assert zipped["skipped"] == [] and sum(e["count"] for e in zipped["splits"].values()) == 8
+    splits = {s: "test" if hash_unit(s) < 0.15 else "validation" if hash_unit(s) < 0.30 else "train"
+              for s in subjects}
+    for key, example in read_all(tmp_path / "from_zips", "bp4d_plus").items():
+        subject, _, name = key.split("/")
+        index, frame = subjects.index(subject), int(name[:-4])
+        assert example["split"] == splits[subject] and example["subject"] == subject
+        expected = {au: (float((index + k + frame) % 2), -1.0) for k, au in enumerate(BP4D_PLUS_AUS)}
+        assert facs(example) == expected and len(expected) == 34
+        assert labelled(example) == {f"AU{a}": int(o) for a, (o, _) in expected.items() if f"AU{a}" in AU_NAMES}
+        assert example["au_mask"].sum() == 15  # every canonical AU but 25, 26 (2, 5, 9, 20, 24 included)
+
+
+def test_bp4d_plus_by_name_frames_dir_and_strict(tmp_path):
     root, frames = tmp_path / "BP4D+", tmp_path / "frames"
     occ = root / "AUCoding" / "AU_OCC"
     occ.mkdir(parents=True)
-    native = (23, 1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 24)  # not in AU order: BP4D+ is read by name only
-    subjects = ("F001", "F002", "M001", "M002")
-    for index, subject in enumerate(subjects):
-        codes = {au: (index + k) % 2 for k, au in enumerate(native)}
-        header = ",".join(["frame"] + [f"AU{au:02d}" for au in native] + ["occlusion"])
-        (occ / f"{subject}_T3.csv").write_text(header + "\n" + occurrence_row(1, codes, native) + "\n")
-        write_image(frames / subject / "T3" / "1.jpg", face())
-    manifest = build("bp4d_plus", root, tmp_path / "out", progress=False, image_size=48, frames_dir=str(frames))
-    splits = {s: "test" if hash_unit(s) < 0.15 else "validation" if hash_unit(s) < 0.30 else "train"
-              for s in subjects}
-    counts = {s: list(splits.values()).count(s) for s in ("train", "validation", "test")}
-    assert {s: e["count"] for s, e in manifest["splits"].items()} == {s: n for s, n in counts.items() if n}
+    native = (23, 1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 24, 45)  # not in AU order: read by name
+    header = ",".join(["frame"] + [f"AU{au:02d}" for au in native] + ["occlusion"])
+    (occ / "F001_T3.csv").write_text(header + "\n" + occurrence_row(1, {23: 1, 45: 1, 2: 9}, native) + "\n")
+    write_image(frames / "F001" / "T3" / "1.jpg", face())
+    manifest = build("bp4d_plus", root, tmp_path / "out", progress=False, image_size=32, frames_dir=str(frames))
     assert manifest["skipped"] == []
-    for key, example in read_all(tmp_path / "out", "bp4d_plus").items():
-        subject = key.split("/")[0]
-        index = subjects.index(subject)
-        assert example["split"] == splits[subject] and example["subject"] == subject
-        assert labelled(example) == {f"AU{au}": (index + k) % 2 for k, au in enumerate(native) if au in FERA2017}
-        assert example["au_mask"][AU_NAMES.index("AU2")] == 0  # annotated natively, not a FERA 2017 AU
-        assert (example["au_intensity"] == -1).all()
+    (example,) = read_all(tmp_path / "out", "bp4d_plus").values()
+    assert facs(example) == coded({23: 1, 45: 1, 2: 9}, native)
     with pytest.raises(BuildError):
         (occ / "F003_T3.csv").write_text("frame,AU01\n1,5\n")
         build("bp4d_plus", root, tmp_path / "strict", progress=False, strict=True, frames_dir=str(frames))

@@ -3,6 +3,7 @@
 Frames with a face are `skimage.data.astronaut()` (MTCNN finds one face); a blank frame is the "no face" case.
 """
 import hashlib
+import shutil
 
 import cv2
 import numpy as np
@@ -76,7 +77,7 @@ def disfa(tmp_path_factory):
     # SN001: frame 1 face, 2 garbled label, 3 blank (no face), 4 missing label row.
     write_labels(root, "SN001", [1, 2, 3, 4], edit=sn001_edit)
     write_video(root / "Videos_LeftCamera" / "LeftVideoSN001_comp.avi", [FACE, FACE, BLANK, FACE])
-    write_video(root / "Videos_RightCamera" / "RightVideoSN001_Comp.avi", [FACE])
+    write_video(root / "Video_RightCamera" / "RightVideoSN001_Comp.avi", [FACE])  # singular Video_, as shipped
     # SN002: AU26's file is missing (masked out); frame 1 intensity 7 (out of range); labels run past the video.
     write_labels(root, "SN002", [1, 2, 3], aus=DISFA_AUS[:-1],
                  edit=lambda au, lines: ["1,7"] + lines[1:] if au == 9 else lines)
@@ -143,8 +144,16 @@ def test_disfa_right_camera_threshold_and_layout_error(disfa, tmp_path):
     assert levels == {f"AU{au}": intensity(au, 1) for au in DISFA_AUS}
     assert {name for name, v in zip(AU_NAMES, example["au"]) if v} == {
         f"AU{au}" for au in DISFA_AUS if intensity(au, 1) >= 4}
-    assert ("Videos_RightCamera/RightVideoSN002_comp.avi", "missing_file") in {
+    assert ("Video_RightCamera/RightVideoSN002_Comp.avi", "missing_file") in {
         (r["file"], r["reason"]) for r in manifest["skipped"]}
+    # The plural folder name gives the same shard.
+    plural = tmp_path / "plural"
+    shutil.copytree(disfa, plural)
+    (plural / "Video_RightCamera").rename(plural / "Videos_RightCamera")
+    build("disfa", plural, tmp_path / "right_plural", progress=False, camera="right", threshold=4,
+          test_fraction=0.0, validation_fraction=0.0)
+    assert [f.read_bytes() for f in sorted((tmp_path / "right").glob("disfa-*"))] == \
+        [f.read_bytes() for f in sorted((tmp_path / "right_plural").glob("disfa-*"))]
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -152,3 +161,19 @@ def test_disfa_right_camera_threshold_and_layout_error(disfa, tmp_path):
         build("disfa", empty, tmp_path / "none", progress=False)
     assert "ActionUnit_Labels/SN001/SN001_au1.txt" in str(error.value)
     assert "Videos_LeftCamera/LeftVideoSN001_comp.avi" in str(error.value)
+
+
+def test_disfa_camera_both_facs_round_trip(disfa, tmp_path):
+    manifest = build("disfa", disfa, tmp_path / "both", progress=False, camera="both", test_fraction=0.0,
+                     validation_fraction=0.0)
+    examples = read_all(tmp_path / "both")
+    assert manifest["splits"]["train"]["count"] == 3
+    assert {key: e["camera"] for key, e in examples.items()} == {
+        "LeftVideoSN001_comp/00001": "left", "LeftVideoSN002_comp/00002": "left", "RightVideoSN001_Comp/00001": "right"}
+    for key, example in examples.items():
+        frame = int(key.split("/")[1])
+        aus = DISFA_AUS if "SN001" in key else DISFA_AUS[:-1]  # SN002 has no AU26 file
+        # facs/*: DISFA's own 12 (or 11) AUs, occurrence = intensity >= 2, the intensity itself
+        assert example["facs/au"].tolist() == list(aus)
+        assert example["facs/intensity"].tolist() == [intensity(au, frame) for au in aus]
+        assert example["facs/occurrence"].tolist() == [float(intensity(au, frame) >= 2) for au in aus]

@@ -95,7 +95,10 @@ def test_emotionet_xlsx_aus_by_name_masks_splits_and_skips(tmp_path):
     for name, key in keys.items():
         example = examples[key]
         assert example["split"] == splits[key] and example["source"] == "emotionet"
-        annotated = {f"AU{n}": code for n, code in FACES.get(name, {}).items() if code != 999 and n != 43}
+        coded = {n: code for n, code in FACES.get(name, {}).items() if code != 999}  # 999 = unknown: left out
+        assert dict(zip(example["facs/au"].tolist(), example["facs/occurrence"].tolist())) == coded
+        assert (example["facs/intensity"] == -1).all()
+        annotated = {f"AU{n}": code for n, code in coded.items() if n != 43}  # AU43 is outside the canonical 17
         assert {AU_NAMES[i]: int(example["au"][i]) for i in np.flatnonzero(example["au_mask"])} == annotated
         assert not example["au"][example["au_mask"] == 0].any()
         assert example["va_mask"] == 0
@@ -106,6 +109,9 @@ def test_emotionet_xlsx_aus_by_name_masks_splits_and_skips(tmp_path):
              for name, key in keys.items()}
     assert named == {"face_a.jpg": (None, "Happily Surprised"), "face_b.jpg": ("Happiness", None),
                      "face_c.jpg": (None, None), "face_d.jpg": ("Sadness", None)}
+    native = {name: (examples[key]["expr_native"], examples[key]["expr_native_name"]) for name, key in keys.items()}
+    assert native == {"face_a.jpg": (7, "Happily surprised"), "face_b.jpg": (1, "Happy"), "face_c.jpg": (-1, ""),
+                      "face_d.jpg": (2, "Sad")}
     table, track2 = "emotionet_facs_24600.xlsx", "track2/expressions.csv"
     assert {(r["file"], r["line"], r["reason"]) for r in manifest["skipped"]} == {
         (track2, 5, "label_out_of_range"), (track2, 6, "duplicate"),

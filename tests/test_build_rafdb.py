@@ -99,6 +99,7 @@ def test_rafdb_basic_counts_labels_masks_splits_and_skips(rafdb, tmp_path):
         if split == "train":
             assert example["split"] == ("validation" if expected_validation(name) else "train")
         assert EXPRESSIONS[example["expr"]] == BASIC[code], name
+        assert example["expr_native"] == code and example["expr_native_name"] == BASIC[code]
         assert example["compound"] == -1
         assert example["va_mask"] == 0 and not example["au_mask"].any() and example["attributes_mask"] == 0
         assert example["image"].shape == (112, 112, 3)
@@ -128,6 +129,7 @@ def test_rafdb_compound_maps_onto_du_order_by_name(rafdb, tmp_path):
         code = int(example["sample_id"].split("_")[1]) - 0  # train_0001 .. train_0011 carry codes 1..11
         assert COMPOUND_EXPRESSIONS[example["compound"]] == COMPOUND[code]
         assert example["expr"] == -1
+        assert example["expr_native"] == code and example["expr_native_name"] == COMPOUND[code]
     assert manifest["splits"]["train"]["labels"]["compound"] == {name: 1 for name in COMPOUND.values()}
 
 

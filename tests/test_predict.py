@@ -72,6 +72,10 @@ def test_cli_on_a_folder_reports_corrupt_files_and_writes_annotated_images(model
     cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (folder / "empty.png").write_bytes(b"")
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    damaged = bytearray(jpeg.tobytes())  # a face, its scan data overwritten in the middle: decodable, but garbage
+    damaged[len(damaged) // 2:len(damaged) // 2 + 200] = np.random.default_rng(0).integers(0, 256, 200, np.uint8).tobytes()
+    (folder / "damaged.jpg").write_bytes(bytes(damaged))
     (folder / "notes.txt").write_text("ignored: not an image")
     out = tmp_path / "out"
     predict.main([str(folder), "--model", str(models["tflite"]), "--out", str(out), "--annotate"])
@@ -80,7 +84,8 @@ def test_cli_on_a_folder_reports_corrupt_files_and_writes_annotated_images(model
     check_ranges(table)
     with open(out / "errors.csv", newline="") as handle:
         errors = {row["file"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(handle)}
-    assert errors == {"broken.jpg": "not a decodable image (corrupt or unsupported)", "empty.png": "empty file"}
+    assert {name: reason.split(":")[0] for name, reason in errors.items()} == {
+        "broken.jpg": "unreadable_image", "empty.png": "unreadable_image", "damaged.jpg": "corrupt_image"}
     annotated = cv2.imread(str(out / "annotated" / "astronaut.png"))
     assert annotated.shape == astronaut.shape
     x, y, w, h = ASTRONAUT_BOX

@@ -53,3 +53,12 @@ def test_decode_example_gives_native_name_as_text():
     sample = Sample(image=jpeg.tobytes(), height=4, width=4, source="t", split="test", sample_id="x",
                     expr_native=7, expr_native_name="Contempt")
     assert decode_example(encode_example(sample))["expr_native_name"] == "Contempt"
+
+
+def test_a_sample_with_facs_has_its_canonical_aus_at_once():
+    # Filled at construction, so what reads the Sample before encoding (a build's label counts) sees them too.
+    sample = _sample(facs={24: (1.0, 2.0), 45: (0.0, -1.0)})
+    assert np.flatnonzero(sample.au_mask).tolist() == [AUS.index(24)]
+    assert sample.au[AUS.index(24)] == 1.0 and sample.au_intensity[AUS.index(24)] == 2.0
+    explicit = _sample(facs={24: (1.0, 2.0)}, au=np.zeros(len(AUS)), au_mask=np.zeros(len(AUS)))
+    assert explicit.au_mask.sum() == 0  # an explicit au/au_mask is kept as given

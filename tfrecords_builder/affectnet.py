@@ -3,14 +3,18 @@
 Both releases (reference/datasets.md):
 - original: `Manually_Annotated_file_lists/{training,validation}.csv` (header optional) with rows
   `subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal` and
-  images under `Manually_Annotated_Images/` (or `Manually_Annotated_compressed/Manually_Annotated_Images/`);
+  images under `Manually_Annotated_Images/` (or `Manually_Annotated_compressed/Manually_Annotated_Images/`, or
+  `Manually_Annotated/Manually_Annotated_Images/`);
 - newer: `{train_set,val_set}/images/<id>.jpg` with `annotations/<id>_{exp,val,aro,lnd}.npy`.
 
 Splits (the paper): no test set is released, so the released validation set is the test set and the training
 set is divided 85/15 into train/validation, seeded, by image (AffectNet has no subject ids).
-Codes 7 Contempt, 8 None, 9 Uncertain carry no basic expression: such a row is kept for its valence/arousal
-when those are valid (in [-1, 1]) and skipped (`no_label`) otherwise; 10 No-Face is always skipped (`no_face`).
-A valence or arousal outside [-1, 1] (-2 = uncertain) means "no VA label".
+Every written row keeps its native code and name (`expr_native` 0..9, `expr_native_name`). Codes 7 Contempt and
+8 None carry no basic expression (`expr` -1) but are labels in their own right (Contempt is AffectNet's 8th
+class; None = "none of the eleven"): they are written with or without valence/arousal. 9 Uncertain is no label:
+kept only for valid valence/arousal, skipped (`no_label`) otherwise; 10 No-Face is always skipped (`no_face`).
+`keep_non_basic=false` skips every non-basic row. A valence or arousal outside [-1, 1] (-2 = uncertain) means
+"no VA label".
 """
 from __future__ import annotations
 
@@ -29,10 +33,13 @@ ORIGINAL_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgus
 NEWER_CODES = ORIGINAL_CODES[:8]
 CANONICAL = expression_map(ORIGINAL_CODES)  # native code -> canonical index or -1 (NEWER_CODES is a prefix)
 NO_FACE_CODE = 10
+# Non-basic codes that are labels themselves (written without valence/arousal too): Contempt, None.
+NATIVE_LABELS = frozenset(ORIGINAL_CODES.index(name) for name in ("Contempt", "None"))
 HEADER = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
           "expression", "valence", "arousal")
 LISTS = "Manually_Annotated_file_lists"
-IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated_compressed/Manually_Annotated_Images")
+IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated_compressed/Manually_Annotated_Images",
+              "Manually_Annotated/Manually_Annotated_Images")
 # (file, split rule): the released validation set is the test set.
 ORIGINAL_FILES = (("training.csv", "train"), ("validation.csv", "test"))
 NEWER_SETS = (("train_set", "train"), ("val_set", "test"))
@@ -49,15 +56,17 @@ class AffectNet(Builder):
     """AffectNet, either release; faces similarity-aligned from the 68 landmarks it ships."""
 
     NAME = "affectnet"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "both releases; landmark alignment; validation released = test; 85/15 train split"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "both releases; landmark alignment; validation released = test; 85/15 train split",
+                     "1.1.0": "expr_native / expr_native_name (AffectNet's own code and name); Contempt and None "
+                              "rows written without valence/arousal too"}
     DESCRIPTION = ("AffectNet expressions + valence/arousal (--root: the folder holding Manually_Annotated_file_lists/"
                    " or train_set/)")
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request AffectNet at http://mohammadmahoor.com/affectnet/ and point --root at "
                                     "the folder holding Manually_Annotated_file_lists/ and Manually_Annotated_Images/"
                                     " (original release) or train_set/ and val_set/ (newer release).")
     EXPECTED_LAYOUT = (f"{LISTS}/training.csv", f"{LISTS}/validation.csv", f"{IMAGE_DIRS[0]}/<int>/<hex>.jpg",
-                       f"(or) {IMAGE_DIRS[1]}/<int>/<hex>.jpg",
+                       f"(or) {IMAGE_DIRS[1]}/<int>/<hex>.jpg", f"(or) {IMAGE_DIRS[2]}/<int>/<hex>.jpg",
                        "(or, newer release) train_set/images/<id>.jpg + train_set/annotations/<id>_exp.npy, "
                        "_val.npy, _aro.npy, _lnd.npy; val_set/...")
     ITEMS_PER_SHARD = 5000
@@ -133,16 +142,19 @@ class AffectNet(Builder):
                                                  f"face box: landmarks {row[5][:40]!r}, box {row[1:5]}", **where)
         # Held out by the listed path, so every copy of the release (compressed or not) splits the same way.
         return Item(split=self._split(released, row[0].strip()), key=self.relative(image), file=file, line=line,
-                    data={"expr": int(CANONICAL[code]), "va": va, "points": points, "box": box})
+                    data={"expr": int(CANONICAL[code]), "expr_native": code, "va": va, "points": points, "box": box})
 
     def _check_code(self, code: int, va, n_codes: int, where: dict) -> None:
         if not 0 <= code < n_codes:
             raise Skip(Reason.LABEL_OUT_OF_RANGE, f"expression code {code} outside 0..{n_codes - 1}", **where)
         if code == NO_FACE_CODE:
             raise Skip(Reason.NO_FACE, "expression code 10 (No-Face)", **where)
-        if CANONICAL[code] < 0 and (va is None or not self.options["keep_non_basic"]):
+        if CANONICAL[code] < 0 and not self.options["keep_non_basic"]:
             raise Skip(Reason.NO_LABEL, f"expression code {code} ({ORIGINAL_CODES[code]}) is not a basic "
-                                        "expression and valence/arousal are not annotated", **where)
+                                        "expression (keep_non_basic=false)", **where)
+        if CANONICAL[code] < 0 and code not in NATIVE_LABELS and va is None:
+            raise Skip(Reason.NO_LABEL, f"expression code {code} ({ORIGINAL_CODES[code]}) is no label and "
+                                        "valence/arousal are not annotated", **where)
 
     # --- newer release: one .npy per label ---------------------------------------------------------------------
     def _list_newer(self):
@@ -187,7 +199,7 @@ class AffectNet(Builder):
         if landmarks.size != 136:
             raise Skip(Reason.BAD_LANDMARKS, f"{item.data['id']}_lnd.npy holds {landmarks.size} numbers; "
                                              "expected 136", **where)
-        return {"expr": int(CANONICAL[code]), "va": va,
+        return {"expr": int(CANONICAL[code]), "expr_native": code, "va": va,
                 "points": np.round(face.landmarks68_to_5(landmarks.reshape(68, 2)), 3).tolist(), "box": None}
 
     # --- both ----------------------------------------------------------------------------------------------------
@@ -198,17 +210,9 @@ class AffectNet(Builder):
             crop = self.align_landmarks(image, labels["points"], item)
         else:
             crop = self.crop_box(image, labels["box"])
-        yield self.sample(item, crop, expr=labels["expr"], va=labels["va"])
+        yield self.sample(item, crop, expr=labels["expr"], va=labels["va"], expr_native=labels["expr_native"],
+                          expr_native_name=ORIGINAL_CODES[labels["expr_native"]])
 
     def crop_box(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """The square around a face box (x, y, w, h), resized: for rows without landmarks."""
-        import cv2
-
-        x, y, w, h = box
-        side = max(w, h)
-        cx, cy = x + w / 2.0, y + h / 2.0
-        scale = self.image_size / side
-        matrix = np.array([[scale, 0, self.image_size / 2.0 - scale * cx],
-                           [0, scale, self.image_size / 2.0 - scale * cy]], np.float64)
-        return cv2.warpAffine(image_rgb, matrix, (self.image_size, self.image_size), flags=cv2.INTER_AREA,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return face.box_crop(image_rgb, box, self.image_size)

@@ -1,18 +1,21 @@
 """Aff-Wild2 (Kollias & Zafeiriou; the ABAW challenges): valence/arousal, expressions and AUs per video frame.
 
 `--root` is the folder holding `cropped_aligned/<video>/00001.jpg ...` (the aligned crops ABAW ships, resized
-here) and one of three annotation releases (reference/datasets.md), found at the root, under `annotations/` or
-in any folder directly under the root:
+here) and one of three annotation releases (reference/datasets.md), found at the root, in any folder directly
+under it (`annotations/`) or, when none is there, one level deeper (`3rd ABAW Annotations/Third ABAW
+Annotations/`, `annotations/annotations/`); `--option annotations=PATH` names the folder (also outside the root):
 
 - ABAW 2020: `{VA_Set,EXPR_Set,AU_Set}/{Training_Set,Validation_Set}/<video>.txt` (8 AUs, 7 expressions);
 - ABAW 2022+: `{VA_Estimation_Challenge,EXPR_Recognition_Challenge|EXPR_Classification_Challenge,
-  AU_Detection_Challenge}/{Train_Set|Training_Set,Validation_Set}/<video>.txt` (12 AUs; expression 7 "Other"
-  means no expression label);
+  AU_Detection_Challenge}/{Train_Set|Training_Set,Validation_Set}/<video>.txt` (12 AUs; expression 7 "Other" is
+  no basic expression: `expr` -1, and the frame is still written with `expr_native` 7, as ABAW's score counts it);
 - ABAW 2022 multi-task: `training_set_annotations_22.txt` / `validation_set_annotations_22.txt` (also without
   `_22`), rows `image,valence,arousal,expression,AU1..AU12` with image = `<video>/<frame>.jpg`.
 
 In every per-task file line 1 is the header (labels are mapped by its names) and the k-th row after it is frame
 k, whose image is `cropped_aligned/<video>/{k:05d}.jpg`. -5 (VA) and -1 (expression, AU) mean "not annotated".
+Every expression keeps the release's own code and name (`expr_native`, `expr_native_name`); every AU column goes
+to `facs/*` (occurrence, intensity -1) and the canonical `au`/`au_mask` come from them.
 A frame annotated in several task files is ONE example carrying all its labels; subject = the video folder name
 (`_left`/`_right` kept: the two people of one video are two subjects). Training -> train, Validation ->
 validation; ABAW's test labels are not public, so there is no test split (a `Test_Set` folder, if a release
@@ -31,9 +34,7 @@ from __future__ import annotations
 import os
 import re
 
-import numpy as np
-
-from fbnet_tf.labels import AUS, au_columns, expression_index, expression_map, parse_au_number
+from fbnet_tf.labels import expression_index, expression_map, parse_au_number
 from fbnet_tf.records import SPLITS
 from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, parse_int, resolve_in_root
 
@@ -61,8 +62,10 @@ class AffWild2(Builder):
     """Aff-Wild2 / ABAW: VA, 7 expressions and 8 or 12 AUs per frame, aligned crops resized."""
 
     NAME = "affwild2"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: ABAW 2020, ABAW 2022+ and 2022 multi-task annotation forms"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: ABAW 2020, ABAW 2022+ and 2022 multi-task annotation forms",
+                     "1.1.0": "expr_native / expr_native_name (the release's own code and name); frames labelled "
+                              "only 'Other' are written (expr -1, expr_native 7); AU columns in facs/*"}
     DESCRIPTION = "Aff-Wild2 (ABAW) VA/expressions/AUs (--root: the folder holding cropped_aligned/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Request Aff-Wild2 through the ABAW challenge (https://ibug.doc.ic.ac.uk/resources/aff-wild2/), unpack the "
@@ -71,10 +74,10 @@ class AffWild2(Builder):
         f"{IMAGES}/<video>/00001.jpg",
         "annotations/{VA_Set,EXPR_Set,AU_Set}/{Training_Set,Validation_Set}/<video>.txt   (ABAW 2020), or",
         "{VA_Estimation_Challenge,EXPR_Recognition_Challenge,AU_Detection_Challenge}/{Train_Set,Validation_Set}/"
-        "<video>.txt   (ABAW 2022+; at the root, under annotations/ or one folder down), or",
+        "<video>.txt   (ABAW 2022+; at the root or up to two folders down, or --option annotations=PATH), or",
         "training_set_annotations_22.txt, validation_set_annotations_22.txt   (ABAW 2022 multi-task)")
     ITEMS_PER_SHARD = 2  # one item = one video (up to ~50k frames)
-    OPTIONS = {"release": "auto"}
+    OPTIONS = {"release": "auto", "annotations": ""}
 
     # --- listing (main process) ----------------------------------------------------------------------------
     def list_items(self):
@@ -105,34 +108,46 @@ class AffWild2(Builder):
                            file=self.relative(folder), count=max(1, count))
 
     def _find_release(self) -> tuple[str, dict]:
-        """(release, {task: folder} or {split: multi-task file}) found under the root."""
+        """(release, {task: folder} or {split: multi-task file}) found under the root (or `annotations=PATH`)."""
         wanted = self.option_choice("release", ("auto", "2020", "2022", "mtl"))
-        places = [self.root, self.root / "annotations", self.root / "Annotations"]
-        places += sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(IMAGES)) \
-            if self.root.is_dir() else []
         candidates = {}
-        for place in places:
-            for release, tasks in RELEASES.items():
-                folders = {task: place / name for task, names in tasks.items() for name in names
-                           if (place / name).is_dir()}
-                if folders and release not in candidates:
-                    candidates[release] = folders
-            files = {}
-            for name, split in MTL_FILES.items():
-                if (place / name).is_file():
-                    files.setdefault(split, place / name)
-            if files and "mtl" not in candidates:
-                candidates["mtl"] = files
-        if wanted != "auto":
-            if wanted not in candidates:
-                raise self.layout_error(f"no ABAW {wanted} annotations")
-            return wanted, candidates[wanted]
+        for places in self._annotation_places():  # the shallowest level that holds the release(s) is the one read
+            candidates = {release: found for release, found in _releases_in(places).items()
+                          if wanted in ("auto", release)}
+            if candidates:
+                break
+        if not candidates and wanted != "auto":
+            raise self.layout_error(f"no ABAW {wanted} annotations")
         if not candidates:
             raise self.layout_error("no annotation folders or files of any ABAW release")
         if len(candidates) > 1:
             raise self.layout_error(f"several annotation releases found ({', '.join(sorted(candidates))}); "
                                     "choose one with --option release=2020|2022|mtl")
-        return next(iter(candidates.items()))
+        release, found = next(iter(candidates.items()))
+        for task, paths in sorted(found.items()):
+            if len(paths) > 1:  # two copies of one task's annotations: which one is meant is the user's call
+                raise self.layout_error(f"ABAW {release} {task} annotations found in several folders ("
+                                        f"{', '.join(self._name(p) for p in paths)}); point --option "
+                                        "annotations=PATH at the folder to read")
+        return release, {task: paths[0] for task, paths in found.items()}
+
+    def _annotation_places(self):
+        """The folders that may hold the annotations, level by level (a level is listed only when the one above
+        holds none): the root and every folder directly under it (`annotations/`, `3rd ABAW Annotations/` ...),
+        then one level deeper (`3rd ABAW Annotations/Third ABAW Annotations/`, `annotations/annotations/`).
+        With `annotations=PATH`: that folder, then its subfolders."""
+        if self.options["annotations"]:
+            chosen = self.option_path("annotations", folder=True)
+            yield [chosen]
+            yield _subfolders(chosen)
+            return
+        first = _subfolders(self.root) if self.root.is_dir() else []
+        yield [self.root, *first]
+        yield [folder for parent in first for folder in _subfolders(parent)]
+
+    def _name(self, path) -> str:
+        """How records name an annotation file: relative to the root, or its full path when kept elsewhere."""
+        return self.relative_or_name(path, str(path))
 
     def _list_task_folders(self, folders: dict, videos: dict):
         for task, folder in sorted(folders.items()):
@@ -143,12 +158,12 @@ class AffWild2(Builder):
                 if split is None or not split_dir.is_dir():
                     yield Skip(Reason.BAD_ROW, f"{split_dir.name} is not a split folder; expected "
                                                "Training_Set/Train_Set or Validation_Set",
-                               file=self.relative(split_dir))
+                               file=self._name(split_dir))
                     continue
                 for path in sorted(split_dir.iterdir()):
                     if path.name.startswith("."):
                         continue
-                    where = {"file": self.relative(path), "line": None}
+                    where = {"file": self._name(path), "line": None}
                     if path.suffix.lower() != ".txt" or not path.is_file():
                         yield Skip(Reason.BAD_ROW, "not a <video>.txt annotation file", **where)
                         continue
@@ -162,7 +177,7 @@ class AffWild2(Builder):
 
     def _list_multitask(self, files: dict, image_roots: list, videos: dict):
         for split, path in sorted(files.items()):
-            rel = self.relative(path)
+            rel = self._name(path)
             lines = path.read_text(errors="replace").splitlines()
             header = [h.strip().lower() for h in (lines[0].split(",") if lines else [])]
             columns = {name: header.index(name) for name in ("image", "valence", "arousal", "expression")
@@ -233,10 +248,8 @@ class AffWild2(Builder):
                 skip.file, skip.line = labels["where"]
                 yield skip
                 continue
-            au = usable.get("au")
             yield self.sample(item, self.resize_aligned(image), sample_id=f"{video}/{frame:05d}", subject=video,
-                              expr=usable.get("expr", -1), va=usable.get("va"),
-                              au=None if au is None else au[0], au_mask=None if au is None else au[1])
+                              va=usable.get("va"), facs=usable.get("au"), **usable.get("expr", {}))
         folder = item.data["images"]
         for run in _runs(missing):
             (first, (file, line)), last = run[0], run[-1][0]
@@ -256,7 +269,7 @@ class AffWild2(Builder):
         """Fill `frames` from the item's annotation rows; yield a Skip per malformed header or row."""
         if "rows" in item.data:  # the multi-task file: one row carries every task
             au_tables = {file: _au_table(names) for file, names in item.data["au_headers"].items()}
-            expressions = expression_map(MTL_EXPRESSIONS)
+            expressions = (expression_map(MTL_EXPRESSIONS), MTL_EXPRESSIONS)
             for file, line, frame, valence, arousal, expression, *aus in item.data["rows"]:
                 labels = frames.setdefault(frame, {"where": (file, line)})
                 for task, parse, fields in (("va", _parse_va, [valence, arousal]),
@@ -289,6 +302,29 @@ class AffWild2(Builder):
                     yield skip
 
 
+def _subfolders(folder) -> list:
+    """The folders directly in `folder` that may hold annotations (not hidden, not the image folders)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", IMAGES)))
+
+
+def _releases_in(places: list) -> dict[str, dict[str, list]]:
+    """{release: {task (or split, for the multi-task files): [the folders (files) holding it]}} over `places`;
+    within one place the first accepted name wins."""
+    found: dict[str, dict[str, list]] = {}
+    for place in places:
+        for release, tasks in RELEASES.items():
+            for task, names in tasks.items():
+                folder = next((place / name for name in names if (place / name).is_dir()), None)
+                if folder is not None:
+                    found.setdefault(release, {}).setdefault(task, []).append(folder)
+        for split in sorted(set(MTL_FILES.values())):
+            file = next((place / name for name, s in MTL_FILES.items() if s == split and (place / name).is_file()),
+                        None)
+            if file is not None:
+                found.setdefault("mtl", {}).setdefault(split, []).append(file)
+    return found
+
+
 def _header(task: str, header: str):
     """(row parser, its lookup table) for a per-task file's header; Skip(BAD_ROW) for a header that isn't one."""
     names = [h.strip() for h in header.split(",")]
@@ -297,7 +333,7 @@ def _header(task: str, header: str):
         if task == "va" and [n.lower() for n in names] == ["valence", "arousal"]:
             return _parse_va, None
         if task == "expr" and all(expression_index(n) is not None or n.lower() == "other" for n in names):
-            return _parse_expr, expression_map(names)
+            return _parse_expr, (expression_map(names), tuple(names))
         if task == "au" and names and all(parse_au_number(n) for n in names):
             return _parse_au, _au_table(names)
     except (KeyError, ValueError):
@@ -319,7 +355,10 @@ def _parse_va(fields: list, _table):
     return valence, arousal
 
 
-def _parse_expr(fields: list, expressions: np.ndarray):
+def _parse_expr(fields: list, table):
+    """{"expr": canonical index or -1 ("Other"), "expr_native": the code, "expr_native_name": its header name}, or
+    None for -1 (not annotated)."""
+    expressions, names = table
     if len(fields) != 1:
         raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected one expression code")
     code = parse_int(fields[0], "expression code")
@@ -327,30 +366,26 @@ def _parse_expr(fields: list, expressions: np.ndarray):
         return None
     if not 0 <= code < len(expressions):
         raise Skip(Reason.LABEL_OUT_OF_RANGE, f"expression code {code} outside 0..{len(expressions) - 1} (and not -1)")
-    canonical = int(expressions[code])
-    return None if canonical < 0 else canonical  # "Other": no basic-expression label
+    return {"expr": int(expressions[code]), "expr_native": code, "expr_native_name": names[code]}
 
 
-def _au_table(names: list) -> tuple:
-    """(number of AU columns, {column: canonical AU position}) of an AU header."""
-    return len(names), au_columns(names)
+def _au_table(names: list) -> list[int]:
+    """The AU number of each column of an AU header."""
+    return [parse_au_number(name) for name in names]
 
 
-def _parse_au(fields: list, table):
-    width, columns = table
-    if len(fields) != width:
-        raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected {width} AU codes")
+def _parse_au(fields: list, numbers: list[int]):
+    """{AU number: (occurrence, -1)} of the annotated AUs of a row, or None when every AU is -1."""
+    if len(fields) != len(numbers):
+        raise Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected {len(numbers)} AU codes")
     try:
         codes = [int(f) for f in fields]
     except ValueError:
         raise Skip(Reason.BAD_ROW, f"AU codes {fields} are not integers") from None
     if any(code not in (CODE_MISSING, 0, 1) for code in codes):
         raise Skip(Reason.LABEL_OUT_OF_RANGE, f"AU codes {codes} outside 0/1 (and not -1)")
-    au, mask = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32)
-    for column, index in columns.items():
-        if codes[column] != CODE_MISSING:
-            au[index], mask[index] = codes[column], 1.0
-    return (au, mask) if mask.any() else None
+    facs = {number: (float(code), -1.0) for number, code in zip(numbers, codes) if code != CODE_MISSING}
+    return facs or None
 
 
 def _runs(frames: list) -> list[list]:

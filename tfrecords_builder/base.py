@@ -31,6 +31,7 @@ class Reason:
     MISSING_FILE = "missing_file"              # an annotated image/video that is not on disk
     UNREADABLE_IMAGE = "unreadable_image"      # empty, corrupt or not an image
     TRUNCATED_IMAGE = "truncated_image"        # a JPEG cut short (no end-of-image marker after its scan)
+    CORRUPT_IMAGE = "corrupt_image"            # decodes only with the decoder's warnings about damaged data
     UNREADABLE_VIDEO = "unreadable_video"      # OpenCV cannot open or decode the video
     BAD_ROW = "bad_row"                        # wrong column count, unparsable number, unknown split name
     LABEL_OUT_OF_RANGE = "label_out_of_range"  # a label code outside the database's codes
@@ -148,26 +149,25 @@ def resolve_in_root(root: Path, relative: str, file=None, line: int | None = Non
 
 
 def read_image(path: Path, file=None, line: int | None = None) -> np.ndarray:
-    """The RGB uint8 image at `path`; raises Skip for a missing, empty, corrupt or truncated file."""
-    import cv2
+    """The RGB uint8 image at `path`; raises Skip for a missing, empty, truncated or corrupt file
+    (`fbnet_tf.images.read_rgb`: decoder warnings about damaged data count as corrupt)."""
+    from fbnet_tf import images
 
-    source = {"file": file if file is not None else path, "line": line}
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise Skip(Reason.MISSING_FILE, f"image {path} does not exist", **source) from None
-    except OSError as error:
-        raise Skip(Reason.UNREADABLE_IMAGE, f"cannot read {path}: {error}", **source) from None
-    last_scan = data.rfind(b"\xff\xda")
-    if data[:2] == b"\xff\xd8" and (last_scan < 0 or data.rfind(b"\xff\xd9") < last_scan):
-        # OpenCV decodes a cut-off JPEG into a half-grey picture without failing; the end-of-image marker
-        # after the last start-of-scan is what a complete file has.
-        raise Skip(Reason.TRUNCATED_IMAGE, f"JPEG {path} is truncated ({len(data)} bytes, no end marker)",
-                   **source)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise Skip(Reason.UNREADABLE_IMAGE, f"{path} ({len(data)} bytes) is not a decodable image", **source)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return images.read_rgb(path)
+    except images.ImageError as error:
+        raise Skip(error.reason, error.message, file if file is not None else path, line) from None
+
+
+def decode_image(data: bytes, path, file=None, line: int | None = None) -> np.ndarray:
+    """The RGB uint8 image encoded in `data` (read from `path`: a file, or a member of an archive); raises
+    Skip(UNREADABLE_IMAGE / TRUNCATED_IMAGE / CORRUPT_IMAGE) naming `path`."""
+    from fbnet_tf import images
+
+    try:
+        return images.decode_rgb(data, str(path))
+    except images.ImageError as error:
+        raise Skip(error.reason, error.message, file if file is not None else path, line) from None
 
 
 def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iterator[tuple[int, np.ndarray]]:
@@ -363,8 +363,11 @@ class Builder:
 
     def sample(self, item: Item, crop_rgb: np.ndarray, *, sample_id: str | None = None, **labels) -> Sample:
         """A `Sample` of this database for `item` with the JPEG-encoded crop; `labels` are `Sample` fields
-        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, extra). Label vectors may be the
-        lists kept in `Item.data` (None = not annotated)."""
+        (subject, expr, va, au, au_mask, au_intensity, compound, attributes, facs, expr_native, expr_native_name,
+        extra). Label vectors may be the lists kept in `Item.data` (None = not annotated); `facs` a dict
+        {AU: (occurrence, intensity)} or the list [[AU, occurrence, intensity], ...] kept in `Item.data`."""
+        if isinstance(labels.get("facs"), (list, tuple)):  # [[AU, occurrence, intensity], ...] as kept in data
+            labels["facs"] = {int(au): (float(o), float(i)) for au, o, i in labels["facs"]}
         for name in ("au", "au_mask", "au_intensity", "attributes"):
             if labels.get(name) is not None:
                 labels[name] = np.asarray(labels[name], np.float32)

@@ -2,7 +2,9 @@
 
 Layout (reference/datasets.md): `Anno/list_attr_celeba.txt` (line 1 the image count, line 2 the 40 attribute
 names, then `000001.jpg` and 40 values in {1, -1} split on whitespace), `Eval/list_eval_partition.txt`
-(`000001.jpg 0`: 0 train, 1 val, 2 test) and `Img/img_align_celeba/000001.jpg`.
+(`000001.jpg 0`: 0 train, 1 val, 2 test) and `Img/img_align_celeba/000001.jpg`; or the flat folder torchvision
+lays out (`list_attr_celeba.txt`, `list_eval_partition.txt`, `img_align_celeba/` together, at the root or in
+`celeba/`). Each of the three is looked for in that order; sample ids are image paths relative to the root.
 
 Attributes are mapped by NAME onto the order of the `attribute_names` option (default: CelebA's own order,
 `ATTRIBUTE_NAMES`), which the manifest records as the list `extra.attribute_names`; 1 -> 1, -1 -> 0, mask 1.
@@ -23,6 +25,11 @@ from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 ATTRIBUTE_FILE = "Anno/list_attr_celeba.txt"
 PARTITION_FILE = "Eval/list_eval_partition.txt"
 IMAGE_DIR = "Img/img_align_celeba"
+# Where each part is looked for, in order: the official folders, the flat folder torchvision lays out
+# (`list_attr_celeba.txt`, `list_eval_partition.txt` and `img_align_celeba/` together), at the root or in `celeba/`.
+FLAT_PLACES = ("", "celeba/")
+PLACES = {part: (path, *(place + path.rpartition("/")[2] for place in FLAT_PLACES))
+          for part, path in (("attributes", ATTRIBUTE_FILE), ("partition", PARTITION_FILE), ("images", IMAGE_DIR))}
 # CelebA's own attribute order (line 2 of list_attr_celeba.txt): the default order of the `attributes` feature.
 ATTRIBUTE_NAMES = CELEBA_ATTRIBUTES
 PARTITIONS = {"0": "train", "1": "validation", "2": "test"}
@@ -44,11 +51,13 @@ class CelebA(Builder):
     NAME = "celeba"
     VERSION = "1.0.0"
     RELEASE_NOTES = {"1.0.0": "first release: fixed face square of the aligned images, official partition"}
-    DESCRIPTION = "CelebA 40 attributes (--root: the folder holding Anno/, Eval/ and Img/)"
+    DESCRIPTION = "CelebA 40 attributes (--root: the folder holding Anno/, Eval/ and Img/, or torchvision's celeba/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Download CelebA from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
                                     "(Anno/, Eval/ and Img/img_align_celeba.zip unpacked in Img/) and point --root "
                                     "at the folder that holds Anno/.")
-    EXPECTED_LAYOUT = (ATTRIBUTE_FILE, PARTITION_FILE, f"{IMAGE_DIR}/000001.jpg")
+    EXPECTED_LAYOUT = (ATTRIBUTE_FILE, PARTITION_FILE, f"{IMAGE_DIR}/000001.jpg",
+                       "(or, as torchvision lays it out) list_attr_celeba.txt, list_eval_partition.txt, "
+                       "img_align_celeba/000001.jpg, at the root or in celeba/")
     OPTIONS = {"attribute_names": ",".join(ATTRIBUTE_NAMES)}
 
     def _attribute_order(self) -> list[str]:
@@ -62,14 +71,23 @@ class CelebA(Builder):
         """The attribute order of the `attributes` feature, so readers need not parse the option string."""
         return {"attribute_names": self._attribute_order()}
 
-    def _partition(self) -> tuple[dict, list[Skip]]:
+    def _layout(self) -> dict[str, str]:
+        """{"attributes" | "partition" | "images": its path relative to the root}, each found in `PLACES` order."""
+        found = {part: next((path for path in paths if (self.root / path).exists()), None)
+                 for part, paths in PLACES.items()}
+        missing = [" or ".join(PLACES[part]) for part, path in found.items() if path is None]
+        if missing:
+            raise self.layout_error(f"missing {'; '.join(missing)}")
+        return found
+
+    def _partition(self, partition_file: str) -> tuple[dict, list[Skip]]:
         """{image name: split} from list_eval_partition.txt, and the skips of its bad lines."""
         splits, skips = {}, []
-        for number, line in enumerate((self.root / PARTITION_FILE).read_text(errors="replace").splitlines(), 1):
+        for number, line in enumerate((self.root / partition_file).read_text(errors="replace").splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
-            where = {"file": PARTITION_FILE, "line": number}
+            where = {"file": partition_file, "line": number}
             if len(fields) != 2:
                 skips.append(Skip(Reason.BAD_ROW, f"{len(fields)} fields in {line!r}; expected '<name>.jpg <0|1|2>'",
                                   **where))
@@ -81,16 +99,15 @@ class CelebA(Builder):
         return splits, skips
 
     def list_items(self):
-        missing = [path for path in (ATTRIBUTE_FILE, PARTITION_FILE, IMAGE_DIR) if not (self.root / path).exists()]
-        if missing:
-            raise self.layout_error(f"missing {', '.join(missing)}")
+        layout = self._layout()
+        attribute_file, partition_file = layout["attributes"], layout["partition"]
         order = self._attribute_order()
-        partition, skips = self._partition()
+        partition, skips = self._partition(partition_file)
         yield from skips
-        lines = (self.root / ATTRIBUTE_FILE).read_text(errors="replace").splitlines()
+        lines = (self.root / attribute_file).read_text(errors="replace").splitlines()
         header = lines[1].split() if len(lines) > 1 else []
         if sorted(header) != sorted(order):
-            raise self.layout_error(f"{ATTRIBUTE_FILE} line 2 names {len(header)} attributes "
+            raise self.layout_error(f"{attribute_file} line 2 names {len(header)} attributes "
                                     f"({', '.join(sorted(set(header) ^ set(order))[:6])} differ); expected the 40 "
                                     f"CelebA attribute names")
         position = [header.index(name) for name in order]  # canonical position -> native column (after the name)
@@ -100,7 +117,7 @@ class CelebA(Builder):
             if not fields:
                 continue
             rows += 1
-            where = {"file": ATTRIBUTE_FILE, "line": number}
+            where = {"file": attribute_file, "line": number}
             if len(fields) != len(header) + 1:
                 yield Skip(Reason.BAD_ROW, f"{len(fields)} fields; expected the image name and {len(header)} "
                                            "values", **where)
@@ -111,10 +128,10 @@ class CelebA(Builder):
                 yield Skip(Reason.LABEL_OUT_OF_RANGE, f"{bad}; expected 1 or -1", **where)
                 continue
             if name not in partition:
-                yield Skip(Reason.NO_LABEL, f"{name} is not in {PARTITION_FILE}: no split", **where)
+                yield Skip(Reason.NO_LABEL, f"{name} is not in {partition_file}: no split", **where)
                 continue
             try:
-                image = resolve_in_root(self.root / IMAGE_DIR, name, **where)
+                image = resolve_in_root(self.root / layout["images"], name, **where)
             except Skip as skip:
                 yield skip
                 continue
@@ -124,7 +141,7 @@ class CelebA(Builder):
         if count != str(rows):
             # The rows present are still built; the mismatch is recorded so that a cut-off download is noticed.
             yield Skip("count_mismatch", f"line 1 says {count!r} images, the file has {rows} rows",
-                       file=ATTRIBUTE_FILE, line=1)
+                       file=attribute_file, line=1)
 
     def examples(self, item: Item):
         image = self.read_image(self.root / item.key, item)

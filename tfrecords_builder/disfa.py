@@ -1,11 +1,13 @@
 """DISFA (Mavadati et al. 2013): intensities 0..5 of 12 AUs per video frame, 27 subjects, two cameras.
 
 Layout (reference/datasets.md): `ActionUnit_Labels/SN001/SN001_au1.txt` ... `SN001_au26.txt`, lines
-`frame,intensity` (frame 1-based, intensity 0..5), and `Videos_LeftCamera/LeftVideoSN001_comp.avi` (right camera:
-`Videos_RightCamera/RightVideoSN001_Comp.avi`, matched case-insensitively). Faces are detected and aligned per
-frame (MTCNN); `--frame-stride k` keeps frames 1, 1+k, ... Occurrence = intensity >= `threshold` (default 2, the
-usual convention); the intensity itself goes to `au_intensity`. The 5 canonical AUs DISFA does not code have
-mask 0 (and so does a DISFA AU whose label file is missing for a subject).
+`frame,intensity` (frame 1-based, intensity 0..5), and `Videos_LeftCamera/LeftVideoSN001_comp.avi` (right camera,
+`camera=right|both`: `Video_RightCamera/RightVideoSN001_Comp.avi` as shipped (singular `Video_`; FERA 2015 baseline,
+AU_R-CNN), or the plural `Videos_RightCamera/`; file names matched case-insensitively). Faces are detected and
+aligned per frame (MTCNN); `--frame-stride k` keeps frames 1, 1+k, ... Every AU label file of the subject goes to
+`facs/*` with occurrence = intensity >= `threshold` (default 2, the usual convention) and the intensity itself;
+the canonical `au`/`au_mask`/`au_intensity` come from them. The 5 canonical AUs DISFA does not code have mask 0
+(and so does a DISFA AU whose label file is missing for a subject).
 
 DISFA defines no split. Subject-independent and seeded: subjects are ranked by sha256(f"{seed}:{subject}"); the
 first round(test_fraction * n) are test, the next round(validation_fraction * n) validation, the rest train
@@ -20,14 +22,13 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
-from fbnet_tf.labels import AUS, au_index
 from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, key_rank, parse_int
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 LABELS = "ActionUnit_Labels"
-CAMERAS = {"left": ("Videos_LeftCamera", "LeftVideo"), "right": ("Videos_RightCamera", "RightVideo")}
+# camera -> (its folder as shipped and other spellings seen, the video file name prefix)
+CAMERAS = {"left": (("Videos_LeftCamera", "Video_LeftCamera"), "LeftVideo"),
+           "right": (("Video_RightCamera", "Videos_RightCamera"), "RightVideo")}
 MAX_INTENSITY = 5
 _SUBJECT = re.compile(r"^SN\d+$", re.IGNORECASE)
 
@@ -36,15 +37,18 @@ class Disfa(Builder):
     """DISFA: 12 AU intensities and occurrences per frame; faces detected + aligned; split by subject."""
 
     NAME = "disfa"
-    VERSION = "1.0.0"
+    VERSION = "1.1.0"
     RELEASE_NOTES = {"1.0.0": "first release: left/right/both cameras, occurrence = intensity >= threshold, "
-                              "seeded 70/15/15 subject split"}
+                              "seeded 70/15/15 subject split",
+                     "1.1.0": "facs/* lists (every AU file: occurrence and intensity); the right camera's folder "
+                              "as shipped, Video_RightCamera/ (singular), and the plural"}
     DESCRIPTION = "DISFA AU intensities (--root: the folder holding ActionUnit_Labels/ and Videos_LeftCamera/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request DISFA at http://mohammadmahoor.com/disfa/, unpack it and point --root "
                                     "at the folder that holds ActionUnit_Labels/ and Videos_LeftCamera/.")
     EXPECTED_LAYOUT = (f"{LABELS}/SN001/SN001_au1.txt ... SN001_au26.txt   (lines 'frame,intensity')",
                        "Videos_LeftCamera/LeftVideoSN001_comp.avi",
-                       "Videos_RightCamera/RightVideoSN001_Comp.avi   (only with camera=right or both)")
+                       "Video_RightCamera/RightVideoSN001_Comp.avi (or Videos_RightCamera/; only with camera=right "
+                       "or both)")
     ITEMS_PER_SHARD = 4  # one item = one subject's video (4845 frames)
     OPTIONS = {"camera": "left", "threshold": 2, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
@@ -54,9 +58,11 @@ class Disfa(Builder):
         labels = self.root / LABELS
         if not labels.is_dir():
             raise self.layout_error(f"no {LABELS}/ folder")
+        folders = {}
         for side in cameras:
-            if not (self.root / CAMERAS[side][0]).is_dir():
-                raise self.layout_error(f"no {CAMERAS[side][0]}/ folder for camera={side}")
+            folders[side] = next((self.root / name for name in CAMERAS[side][0] if (self.root / name).is_dir()), None)
+            if folders[side] is None:
+                raise self.layout_error(f"no {' or '.join(CAMERAS[side][0])}/ folder for camera={side}")
         subjects = []
         for folder in sorted(p for p in labels.iterdir() if not p.name.startswith(".")):
             if folder.is_dir() and _SUBJECT.match(folder.name):
@@ -71,7 +77,7 @@ class Disfa(Builder):
             files = {}
             for path in sorted(folder.iterdir()):
                 match = re.match(rf"^{re.escape(subject)}_au(\d+)\.txt$", path.name, re.IGNORECASE)
-                if match and au_index(int(match.group(1))) is not None:
+                if match:  # every AU DISFA codes (its 12 are canonical; any other goes to facs/* only)
                     files[int(match.group(1))] = [self.relative(path), file_digest(path)]
             for au in DISFA_AUS:
                 if au not in files:
@@ -80,7 +86,7 @@ class Disfa(Builder):
             if not files:
                 continue
             for side in cameras:
-                video = self._video(subject, side)
+                video = self._video(subject, side, folders[side])
                 if isinstance(video, Skip):
                     yield video
                     continue
@@ -97,17 +103,17 @@ class Disfa(Builder):
         return {subject: "test" if rank < n_test else "validation" if rank < n_test + n_validation else "train"
                 for rank, subject in enumerate(ranked)}
 
-    def _video(self, subject: str, side: str):
+    def _video(self, subject: str, side: str, folder):
         """The subject's video of one camera (names matched case-insensitively), or a Skip saying what was expected."""
-        folder, prefix = CAMERAS[side]
-        expected = f"{prefix}{subject}_comp.avi"
+        prefix = CAMERAS[side][1]
+        expected = f"{prefix}{subject}_{'Comp' if side == 'right' else 'comp'}.avi"
         pattern = re.compile(rf"^{prefix}{subject}(?!\d).*\.avi$", re.IGNORECASE)  # SN001 must not match SN0011
-        candidates = sorted(p for p in (self.root / folder).iterdir() if pattern.match(p.name))
+        candidates = sorted(p for p in folder.iterdir() if pattern.match(p.name))
         exact = [p for p in candidates if p.name.lower() == expected.lower()]
         if exact or candidates:
             return (exact or candidates)[0]
-        return Skip(Reason.MISSING_FILE, f"no {side}-camera video for {subject}; expected {folder}/{expected}",
-                    file=f"{folder}/{expected}")
+        return Skip(Reason.MISSING_FILE, f"no {side}-camera video for {subject}; expected {folder.name}/{expected}",
+                    file=f"{folder.name}/{expected}")
 
     def examples(self, item: Item):
         subject, video = item.data["subject"], item.data["video"]
@@ -155,14 +161,10 @@ class Disfa(Builder):
             if isinstance(crop, Skip):
                 yield crop
                 continue
-            au, mask, level = (np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32),
-                               np.full(len(AUS), -1.0, np.float32))
-            for number, frames in intensities.items():
-                position = au_index(number)
-                level[position], mask[position] = frames[frame], 1.0
-                au[position] = float(frames[frame] >= threshold)
-            yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, au=au, au_mask=mask,
-                              au_intensity=level, extra={"camera": item.data["camera"]})
+            facs = {number: (float(frames[frame] >= threshold), float(frames[frame]))
+                    for number, frames in intensities.items()}
+            yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, facs=facs,
+                              extra={"camera": item.data["camera"]})
         yield from self.frames_past_end(labelled, last, video, first=1)
 
 

@@ -5,8 +5,8 @@ Layout (reference/datasets.md): the manually annotated table `emotionet_facs_246
 carry a trailing `'`. Values: 1 present, 0 absent, 999 unknown (that AU gets mask 0 in that image). EmotioNet
 ships no images: the user fetched them from the URLs into a folder (option `images`, default `<root>/images`)
 under the URL's basename (the last path component, query string removed; the percent-decoded name is accepted
-too). AUs are read by column NAME; AUs outside the canonical 17 (AU43) are dropped; an AU column that is absent
-has mask 0.
+too). AUs are read by column NAME; every AU column goes to `facs/*` (occurrence, intensity -1), AU43 included,
+and the canonical `au`/`au_mask` come from them; an AU column that is absent has mask 0.
 
 Track 2 (optional): `--option expressions=FILE` names a .csv/.xlsx with a `URL` column and a label column
 (`expression`, `emotion`, `category`, `label` or `class`) holding category names ("Happy", "Happily surprised")
@@ -25,9 +25,7 @@ import math
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
-
-from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, au_columns, expression_index, parse_au_number
+from fbnet_tf.labels import COMPOUND_EXPRESSIONS, expression_index, parse_au_number
 from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
 
 TABLE = "emotionet_facs_24600.xlsx"
@@ -53,11 +51,13 @@ def read_table(path: Path) -> list[list]:
 
 
 class EmotioNet(Builder):
-    """EmotioNet manually annotated AUs (11 AUs of the 2017 challenge + AU43, which is dropped)."""
+    """EmotioNet manually annotated AUs (11 AUs of the 2017 challenge + AU43, kept in facs/*)."""
 
     NAME = "emotionet"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: manual AU table, detect + align, seeded 70/15/15 split by image"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: manual AU table, detect + align, seeded 70/15/15 split by image",
+                     "1.1.0": "every AU column in facs/* (AU43 included; 999 = unknown left out); track-2 "
+                              "category kept as expr_native / expr_native_name"}
     DESCRIPTION = "EmotioNet manual AUs (--root: the folder holding emotionet_facs_24600.xlsx and images/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request EmotioNet at http://cbcsl.ece.ohio-state.edu/dbform_emotionet.html, "
                                     "download the images listed in the table into one folder (file name = URL "
@@ -139,7 +139,8 @@ class EmotioNet(Builder):
         return header, entries()
 
     def _au_rows(self, table: Path):
-        """(image name, {"au", "au_mask"}, where) per usable row of the AU table; Skip per unusable one."""
+        """(image name, {"facs": [[AU, occurrence, -1], ...]}, where) per usable row of the AU table; Skip per
+        unusable one."""
         header, rows = self._url_table(table)
         if "URL" not in header:
             raise self.layout_error(f"{table} line 1 has no URL column (columns: {header[:6]}...)")
@@ -151,29 +152,25 @@ class EmotioNet(Builder):
                 continue  # URL and any other non-AU column
         if not au_headers:
             raise self.layout_error(f"{table} line 1 has no AU column ('AU 1', 'AU 2', ...)")
-        # {table column: canonical AU position}, by the AU named in the column (AU43 and the like drop out).
-        au_table_columns = list(au_headers)
-        canonical = {au_table_columns[i]: position
-                     for i, position in au_columns([header[c] for c in au_table_columns]).items()}
         for entry in rows:
             if isinstance(entry, Skip):
                 yield entry
                 continue
             name, row, where = entry
-            au, mask, problem = np.zeros(len(AUS), np.float32), np.zeros(len(AUS), np.float32), None
+            facs, problem = [], None
             for column, number_of_au in au_headers.items():
                 value = _code(row[column])
                 if value not in (PRESENT, ABSENT, UNKNOWN):
                     problem = f"AU {number_of_au} = {row[column]!r}; expected 1, 0 or 999"
                     break
-                if column in canonical and value != UNKNOWN:
-                    au[canonical[column]], mask[canonical[column]] = value, 1.0
+                if value != UNKNOWN:
+                    facs.append([number_of_au, float(value), -1.0])
             if problem:
                 yield Skip(Reason.LABEL_OUT_OF_RANGE, problem, **where)
-            elif not mask.any():
-                yield Skip(Reason.NO_LABEL, "every canonical AU is 999 (unknown)", **where)
+            elif not facs:
+                yield Skip(Reason.NO_LABEL, "every AU is 999 (unknown)", **where)
             else:
-                yield name, {"au": au.tolist(), "au_mask": mask.tolist()}, where
+                yield name, {"facs": sorted(facs)}, where
 
     def _expression_rows(self):
         """(image name, {"expr"} or {"compound"}, where) per usable row of the track-2 list; Skip otherwise."""
@@ -197,7 +194,8 @@ class EmotioNet(Builder):
                     yield Skip(Reason.LABEL_OUT_OF_RANGE, f"category {value!r} is not a code of "
                                                           f"{self.options['expression_codes']}", **where)
                     continue
-                labels = codes[code]
+                category_name, labels = codes[code]
+                native = {"expr_native": code, "expr_native_name": category_name}
             else:
                 try:
                     labels = category(value)
@@ -205,16 +203,18 @@ class EmotioNet(Builder):
                     yield Skip(Reason.LABEL_OUT_OF_RANGE, f"{error.args[0]} (numeric codes need "
                                                           "--option expression_codes=FILE)", **where)
                     continue
+                native = {"expr_native_name": value}  # no index without a code file
             if labels is None:
                 yield Skip(Reason.NO_LABEL, f"category {value!r} is not an expression", **where)
                 continue
-            yield name, labels, where
+            yield name, {**labels, **native}, where
 
     def examples(self, item: Item):
         image = self.read_image(Path(item.data["image"]), item)
         crop = self.detect_and_align(image, item, item.key)
-        yield self.sample(item, crop, au=item.data.get("au"), au_mask=item.data.get("au_mask"),
-                          expr=item.data.get("expr", -1), compound=item.data.get("compound", -1))
+        yield self.sample(item, crop, facs=item.data.get("facs"), expr=item.data.get("expr", -1),
+                          compound=item.data.get("compound", -1), expr_native=item.data.get("expr_native", -1),
+                          expr_native_name=item.data.get("expr_native_name", ""))
 
 
 def category(name: str) -> dict | None:
@@ -236,8 +236,9 @@ def category(name: str) -> dict | None:
     raise KeyError(f"category {name!r} is neither a basic expression nor one of {COMPOUND_EXPRESSIONS}")
 
 
-def read_category_codes(path: Path) -> dict[int, dict | None]:
-    """{native code: labels} from a mapping file of lines `<code> <category name>` (or `<code>,<name>`; # comments).
+def read_category_codes(path: Path) -> dict[int, tuple[str, dict | None]]:
+    """{native code: (category name, labels)} from a mapping file of lines `<code> <category name>` (or
+    `<code>,<name>`; # comments).
 
     Which compound categories EmotioNet's track 2 uses is not confirmed, hence a file rather than a table in code.
     """
@@ -248,7 +249,7 @@ def read_category_codes(path: Path) -> dict[int, dict | None]:
             continue
         code, _, name = text.replace(",", " ", 1).replace("\t", " ", 1).partition(" ")
         try:
-            codes[int(code)] = category(name)
+            codes[int(code)] = (name.strip(), category(name))
         except (ValueError, KeyError) as error:
             raise ValueError(f"{path}:{number}: {line!r}: {error}; expected '<code> <category name>'") from None
     return codes

@@ -3,20 +3,19 @@
 Layout (reference/datasets.md): `basic/EmoLabel/list_patition_label.txt` (sic) with lines `train_00001.jpg 5`,
 images `basic/Image/aligned/train_00001_aligned.jpg` (and `Image/original/train_00001.jpg`); the same under
 `compound/`. RAF-DB defines train and test; a seeded 15% of train (by image: RAF-DB has no subject ids) becomes
-validation (`validation_fraction=0` keeps all of train).
+validation (`validation_fraction=0` keeps all of train). Every image keeps RAF-DB's own label: `expr_native` = the
+file's code (1..7 basic, 1..11 compound) and `expr_native_name` its name.
 """
 from __future__ import annotations
 
-from fbnet_tf.labels import COMPOUND_EXPRESSIONS, expression_map
+from fbnet_tf.labels import COMPOUND_EXPRESSIONS, RAFDB_COMPOUND, expression_map
 from tfrecords_builder.base import Builder, Item, Reason, Skip, parse_int, resolve_in_root
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
 _BASIC_TO_CANONICAL = expression_map(BASIC_NAMES)
 # Native compound codes 1..11, mapped onto Du et al.'s order by name.
-COMPOUND_NAMES = ("Happily Surprised", "Happily Disgusted", "Sadly Fearful", "Sadly Angry", "Sadly Surprised",
-                  "Sadly Disgusted", "Fearfully Angry", "Fearfully Surprised", "Angrily Surprised",
-                  "Angrily Disgusted", "Disgustedly Surprised")
+COMPOUND_NAMES = RAFDB_COMPOUND
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 
 
@@ -25,8 +24,10 @@ class RafDb(Builder):
 
     NAME = "rafdb"
     PART = "basic"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: aligned crops, 85/15 seeded train/validation, test as released"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: aligned crops, 85/15 seeded train/validation, test as released",
+                     "1.1.0": "expr_native / expr_native_name: RAF-DB's own code (1-based, as in the label file) "
+                              "and its name"}
     DESCRIPTION = "RAF-DB basic expressions (--root: the folder holding basic/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request RAF-DB at http://www.whdeng.cn/raf/model1.html, unpack it and point "
                                     "--root at the folder that holds basic/ (and compound/).")
@@ -42,7 +43,8 @@ class RafDb(Builder):
         raise self.layout_error(f"no {self.PART}/{LABEL_FILE}")
 
     def _label(self, code: int) -> dict:
-        return {"expr": int(_BASIC_TO_CANONICAL[code - 1])}
+        return {"expr": int(_BASIC_TO_CANONICAL[code - 1]), "expr_native": code,
+                "expr_native_name": BASIC_NAMES[code - 1]}
 
     def _num_codes(self) -> int:
         return len(BASIC_NAMES)
@@ -99,7 +101,8 @@ class RafDbCompound(RafDb):
                        "compound/Image/original/train_0001.jpg (only with faces=original)")
 
     def _label(self, code: int) -> dict:
-        return {"compound": COMPOUND_EXPRESSIONS.index(COMPOUND_NAMES[code - 1])}
+        return {"compound": COMPOUND_EXPRESSIONS.index(COMPOUND_NAMES[code - 1]), "expr_native": code,
+                "expr_native_name": COMPOUND_NAMES[code - 1]}
 
     def _num_codes(self) -> int:
         return len(COMPOUND_NAMES)

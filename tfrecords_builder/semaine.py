@@ -1,23 +1,32 @@
 """SEMAINE as annotated for FERA 2015: AU activations (ELAN .eaf) over the session videos.
 
-Accepted layout (reference/datasets.md: a per-session folder with an ELAN `.eaf` of AU activations and a
-sibling `<rec>.txt` holding the `start end` frame range, plus the session video), at any depth under the root:
+Layouts (reference/datasets.md), found by looking, at any depth under the root:
 ```
-<root>/[<train|training|devel|development|...>/]<session>/<rec>.eaf
-<root>/.../<session>/<rec>.txt     one line "start end": video frame indices, 0-based, inclusive
-<root>/.../<session>/<rec>.avi     same stem (.avi/.mp4/.mov/.mkv/.mpg/.wmv), else the folder's only video
+SEMAINE-Sessions/<rec>/<name>.eaf + <rec>/<video>.avi   the organisers' release (their find_SEMAINE.m), with
+SEMAINE-Sessions/<rec>.txt                               the `start end` frame range BESIDE the recording's folder
+<root>/[<train|training|devel|development|...>/]<session>/<rec>.eaf + <rec>.txt + <rec>.avi   (range file inside)
 ```
+The video: the same stem as the .eaf (.avi/.mp4/.mov/.mkv/.mpg/.wmv), else the folder's only video.
 The .eaf: `TIME_ORDER/TIME_SLOT` (`TIME_SLOT_ID`, `TIME_VALUE` in ms) and one `TIER` per AU whose `TIER_ID`
 names it (`AU2`, `AU 2`, `AU02`); each `ALIGNABLE_ANNOTATION` (`TIME_SLOT_REF1`..`TIME_SLOT_REF2`) is an interval
-where the AU is active. Video frame i (0-based) starts at t = 1000 i / fps ms and has the AU active when
-t1 <= t < t2 for an interval of its tier; fps is the video's own (`CAP_PROP_FPS`), or the `fps` option when
-given. AUs 28 and 45 are outside the canonical 17 and dropped: only 2, 12, 17, 25 are masked, each only when the
-file has its tier (an annotation whose time slots are unaligned masks that AU out for the recording, recorded as
-a skip). The XML is parsed with xml.etree after refusing any DTD (no DOCTYPE, no entity: nothing external).
+where the AU is active. Frame labels are the organisers' (TadasBaltrusaitis/FERA-2015 `ParseSEMAINEAnnotations.m`
+and `extract_SEMAINE_labels.m`), frame for frame:
+- frame f (= 0-based video frame index f) at `fps` 50: an interval [t1, t2] ms marks frames
+  floor(t1 * fps / 1000) .. floor(t2 * fps / 1000) inclusive, but only when both ends fall in 1 .. last, last =
+  floor(latest time slot * fps / 1000) (the parser's frame list starts at 1 and its index look-up finds nothing
+  otherwise: an interval starting before 20 ms marks nothing);
+- labelled frames are start .. end-1 of the range file; when the annotation is shorter (last + 1 < end) the end
+  becomes last + 1 and, past 2999, the start end - 2999; frame 0 (the parser's header row) is never labelled.
+`--option fps=0` uses the video's own rate instead of 50. Every AU tier of the file is kept in `facs/*` (FERA
+2015's 2, 12, 17, 25, 28, 45; AU28 and AU45 only there, being outside the canonical 17), occurrence only
+(intensity -1), each only when the file has its tier (an annotation whose time slots are unaligned leaves that AU
+out for the recording, recorded as a skip). The XML is parsed with xml.etree after refusing any DTD (no DOCTYPE,
+no entity: nothing external).
 
 Splits: a folder on the way named train*/training* is FERA's train, devel*/dev*/valid* its devel (the paper's
-test, as for BP4D), test* test; FERA train is divided 85/15 by session. Without such folders: a seeded
-session-independent 70/15/15. The session folder name is the subject id (SEMAINE records one user a session).
+test, as for BP4D), test* test; else the organisers' train/devel recording lists (find_SEMAINE.m) by the
+recording folder's name; FERA train is divided 85/15 by session. Other sessions: a seeded session-independent
+70/15/15. The recording folder's name is the subject id (SEMAINE records one user a session).
 Faces: detected and aligned in each frame (MTCNN + 5-point template); `--frame-stride` keeps every N-th frame.
 """
 from __future__ import annotations
@@ -27,20 +36,28 @@ import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-import numpy as np
-
-from fbnet_tf.labels import AUS, au_index, parse_au_number
+from fbnet_tf.labels import parse_au_number
 from tfrecords_builder.base import Builder, Item, Reason, Skip
 
-SEMAINE_AUS = (2, 12, 17, 25, 28, 45)
+SEMAINE_AUS = (2, 12, 17, 25, 28, 45)  # the AUs FERA 2015 selected from SEMAINE's annotations
+FPS = 50  # the organisers' parser: "50 is a valid framerate for all SEMAINE videos"
+MAX_LABELLED = 2999  # extract_SEMAINE_labels keeps the last 2999 frames when the annotation ends before the range
+# The organisers' recording lists (find_SEMAINE.m): FERA 2015 train and devel.
+FERA_RECORDINGS = {
+    "train": ("rec1", "rec12", "rec14", "rec19", "rec23", "rec25", "rec37", "rec39", "rec43", "rec45", "rec48",
+              "rec50", "rec52", "rec54", "rec56", "rec60"),
+    "devel": ("rec9", "rec13", "rec15", "rec20", "rec24", "rec26", "rec38", "rec42", "rec44", "rec46", "rec49",
+              "rec51", "rec53", "rec55", "rec58"),
+}
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
 UNSAFE_XML = "unsafe_xml"  # a DTD or entity declaration in an annotation file (refused, never expanded)
 _FERA_FOLDERS = ((re.compile(r"^train", re.I), "train"), (re.compile(r"^(devel|dev|valid)", re.I), "devel"),
                  (re.compile(r"^test", re.I), "test"))
 
 
-def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], list[Skip]]:
-    """{AU number: [(start ms, end ms), ...]} of the AU tiers of an ELAN file, and skips of unusable annotations.
+def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], int, list[Skip]]:
+    """{AU number: [(start ms, end ms), ...]} of the AU tiers of an ELAN file, its latest time slot (ms; where the
+    organisers' parser ends the recording) and skips of unusable annotations.
 
     An AU with an unusable annotation is absent from the result (its labels are incomplete). Raises Skip for a
     file that is not well-formed ELAN XML or declares a DTD.
@@ -84,34 +101,66 @@ def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], 
                 broken.add(au)
                 continue
             intervals[au].append((start, end))
-    return {au: spans for au, spans in intervals.items() if au not in broken}, skips
+    latest = max((value for value in slots.values() if value is not None), default=0)
+    return {au: spans for au, spans in intervals.items() if au not in broken}, latest, skips
 
 
-def active(intervals: list[tuple[int, int]], time_ms: float) -> bool:
-    """True when `time_ms` lies in one of the [start, end) intervals."""
-    return any(start <= time_ms < end for start, end in intervals)
+def frame_at(time_ms: float, fps: float) -> int:
+    """The organisers' frame of a time: floor(t * fps / 1000) (exact in integers for a whole fps)."""
+    if float(fps).is_integer() and float(time_ms).is_integer():
+        return int(time_ms) * int(fps) // 1000
+    return math.floor(time_ms * fps / 1000.0)
+
+
+def active_frames(spans, last_frame: int, fps: float) -> set[int]:
+    """Frames ParseSEMAINEAnnotations marks active for one AU: frame(t1)..frame(t2) inclusive for each interval
+    whose two end frames both lie in its frame list 1..last_frame (its index look-up finds nothing otherwise)."""
+    active = set()
+    for start_ms, end_ms in spans:
+        first, last = frame_at(start_ms, fps), frame_at(end_ms, fps)
+        if 1 <= first <= last_frame and 1 <= last <= last_frame:
+            active.update(range(first, last + 1))
+    return active
+
+
+def labelled_range(start: int, end: int, last_frame: int) -> tuple[int, int]:
+    """(first, last) frame extract_SEMAINE_labels labels for a range file's `start end`: start..end-1, the end
+    capped at the annotation's last frame + 1 (then, past MAX_LABELLED, the start moved to end - MAX_LABELLED)."""
+    if last_frame + 1 < end:
+        end = last_frame + 1
+        if end > MAX_LABELLED:
+            start = end - MAX_LABELLED
+    return start, end - 1
 
 
 class Semaine(Builder):
-    """SEMAINE (FERA 2015): AUs 2, 12, 17, 25 per video frame from ELAN activation intervals."""
+    """SEMAINE (FERA 2015): every AU tier (2, 12, 17, 25, 28, 45) per video frame, as the organisers' parser."""
 
     NAME = "semaine"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: ELAN intervals -> frames at the video's fps, detect + align"}
-    DESCRIPTION = "SEMAINE FERA 2015 AUs (--root: the folder holding the session folders)"
+    VERSION = "2.0.0"
+    RELEASE_NOTES = {"1.0.0": "first release: ELAN intervals -> frames at the video's fps, detect + align",
+                     "2.0.0": "labels frame for frame as the FERA 2015 organisers' parser (50 fps, interval ends "
+                              "floor(t*50/1000) inclusive, frames start..end-1 of the range file); range file "
+                              "beside the recording's folder (SEMAINE-Sessions/<rec>.txt) too; every AU tier in "
+                              "facs/* (AU28, AU45 included); the organisers' train/devel recording lists"}
+    DESCRIPTION = "SEMAINE FERA 2015 AUs (--root: the folder holding SEMAINE-Sessions/ or the session folders)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request the FERA 2015 SEMAINE data (https://semaine-db.eu / the FERA 2015 "
-                                    "organisers) and point --root at the folder holding the session folders "
-                                    "(or their train/devel parents).")
-    EXPECTED_LAYOUT = ("<session>/<rec>.eaf (ELAN, one tier per AU: AU2, AU12, AU17, AU25, AU28, AU45)",
-                       "<session>/<rec>.txt ('start end' frame range)", "<session>/<rec>.avi (the session video)",
-                       "(optionally under train*/ and devel*/ folders for the FERA 2015 split)")
+                                    "organisers) and point --root at the folder holding SEMAINE-Sessions/ (or the "
+                                    "session folders, or their train/devel parents).")
+    EXPECTED_LAYOUT = ("SEMAINE-Sessions/<rec>/<name>.eaf (ELAN, one tier per AU: AU2, AU12, AU17, AU25, AU28, AU45)",
+                       "SEMAINE-Sessions/<rec>.txt ('start end' frame range, beside the recording's folder)",
+                       "SEMAINE-Sessions/<rec>/<video>.avi (the session video)",
+                       "(or <session>/<rec>.eaf with <session>/<rec>.txt inside the folder, optionally under "
+                       "train*/ and devel*/ folders for the FERA 2015 split)")
     ITEMS_PER_SHARD = 2
-    OPTIONS = {"fps": 0.0, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    OPTIONS = {"fps": float(FPS), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def split_of(self, relative: Path, session: str) -> str:
-        """FERA folder on the path if any (train 85/15 by session, devel -> test), else seeded 70/15/15."""
+        """FERA folder on the path, else the organisers' recording lists (train 85/15 by session, devel -> test),
+        else seeded 70/15/15."""
         fera = next((name for part in relative.parts[:-1] for pattern, name in _FERA_FOLDERS if pattern.match(part)),
                     None)
+        fera = fera or next((name for name, recordings in FERA_RECORDINGS.items() if session in recordings), None)
         if fera in ("devel", "test"):
             return "test"
         return self.seeded_split(session, test_fraction=0.0 if fera == "train" else None)
@@ -124,19 +173,16 @@ class Semaine(Builder):
             file, folder = self.relative(eaf), eaf.parent
             session = folder.name if folder != self.root else eaf.stem
             try:
-                intervals, skips = parse_eaf(eaf, file)
+                intervals, latest, skips = parse_eaf(eaf, file)
             except Skip as skip:
                 yield skip
                 continue
             yield from skips
-            # AU28 and AU45 are not among the canonical 17: dropped here.
-            canonical = {au: spans for au, spans in intervals.items()
-                         if au in SEMAINE_AUS and au_index(au) is not None}
-            if not canonical:
-                yield Skip(Reason.NO_LABEL, f"no usable tier named AU2, AU12, AU17 or AU25 (tiers: "
-                                            f"{sorted(intervals)})", file=file)
+            if not intervals:
+                yield Skip(Reason.NO_LABEL, f"no usable AU tier (AU2, AU12, AU17, AU25, AU28, AU45 ...); tiers "
+                                            "that name an AU and have only aligned annotations are read", file=file)
                 continue
-            frame_range = yield from self._frame_range(eaf.with_suffix(".txt"))
+            frame_range = yield from self._frame_range(eaf)
             if frame_range is None:
                 continue
             video = yield from self._video(eaf, file)
@@ -145,25 +191,33 @@ class Semaine(Builder):
             key = eaf.relative_to(self.root).with_suffix("").as_posix()
             yield Item(split=self.split_of(eaf.relative_to(self.root), session), key=key, file=file,
                        data={"video": self.relative(video), "session": session, "range": frame_range,
-                             "intervals": {str(au): [list(span) for span in spans] for au, spans in canonical.items()}})
+                             "latest_ms": latest,
+                             "intervals": {str(au): [list(span) for span in spans] for au, spans in intervals.items()}})
 
-    def _frame_range(self, path: Path):
-        """(start, end) from `<rec>.txt` (a generator: yields the Skip of a bad file, returns None then)."""
-        file = self.relative(path)
-        if not path.is_file():
-            yield Skip(Reason.MISSING_FILE, f"no frame range file {path.name} ('start end') beside the .eaf", file)
+    def _frame_range(self, eaf: Path):
+        """(start, end) from the range file: `<rec>.txt` beside the recording's folder (the organisers' layout) or
+        `<name>.txt` beside the .eaf (a generator: yields the Skip of a missing or bad file, returns None then)."""
+        candidates = [eaf.with_suffix(".txt")]
+        if eaf.parent != self.root:
+            candidates.append(eaf.parent.with_name(eaf.parent.name + ".txt"))
+        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if path is None:
+            yield Skip(Reason.MISSING_FILE, "no frame range file ('start end'): expected "
+                                            f"{' or '.join(self.relative(c) for c in reversed(candidates))}",
+                       self.relative(candidates[-1]))
             return None
+        file = self.relative(path)
         lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
         number, line = lines[0] if lines else (1, "")
         fields = line.replace(",", " ").split()
         try:
-            start, end = (int(field) for field in fields)
+            start, end = (int(float(field)) for field in fields)
         except ValueError:
             yield Skip(Reason.BAD_ROW, f"{line!r}; expected 'start end' (two frame numbers)", file, number)
             return None
-        if not 0 <= start <= end:
-            yield Skip(Reason.LABEL_OUT_OF_RANGE, f"frame range {start}..{end}; expected 0 <= start <= end",
-                       file, number)
+        if not 0 <= start < end:
+            yield Skip(Reason.LABEL_OUT_OF_RANGE, f"frame range {start} {end}; expected 0 <= start < end (frames "
+                                                  "start..end-1 are labelled)", file, number)
             return None
         return [start, end]
 
@@ -187,25 +241,28 @@ class Semaine(Builder):
             fps = video.fps(path)  # NaN when the header has none
         if not math.isfinite(fps) or fps <= 0:
             raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N")
-        start, end = item.data["range"]
-        intervals = {au_index(int(au)): spans for au, spans in item.data["intervals"].items()}
-        mask = np.zeros(len(AUS), np.float32)
-        mask[list(intervals)] = 1.0
+        last_frame = frame_at(item.data["latest_ms"], fps)
+        start, end = labelled_range(*item.data["range"], last_frame)
+        if start == 0:  # the parser's row for frame 0 is its header: no label
+            yield Skip(Reason.NO_LABEL, "frame 0 has no label in the organisers' parser (its frames start at 1)")
+            start = 1
+        if end < start:
+            raise Skip(Reason.NO_LABEL, f"no frame left to label: range {item.data['range']}, annotation ends at "
+                                        f"frame {last_frame}")
+        active = {int(au): active_frames(spans, last_frame, fps) for au, spans in item.data["intervals"].items()}
         last = start - 1
         for index, frame in self.video_frames(path, item, start=start):
             if index > end:
                 break
             last = index
-            au = np.zeros(len(AUS), np.float32)
-            for position, spans in intervals.items():
-                au[position] = float(active(spans, 1000.0 * index / fps))
             # The skip names the recording's .eaf (the item's file), not the video.
             crop = self.detect_frame(frame, item, index, what=f"{item.data['video']} frame {index}")
             if isinstance(crop, Skip):
                 yield crop
                 continue
+            facs = [[au, float(index in frames), -1.0] for au, frames in sorted(active.items())]
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.data["session"],
-                              au=au, au_mask=mask)
+                              facs=facs)
         wanted_last = start + (end - start) // self.frame_stride * self.frame_stride
         if last < wanted_last:
             missing = (wanted_last - last) // self.frame_stride  # `last` >= start: video_frames yielded a frame

@@ -1,0 +1,155 @@
+"""Zero-shot compound recognition: the paper's candidate score on hand-worked inputs, the class sets, and the
+command on compound-labelled records."""
+import json
+
+import numpy as np
+import pytest
+
+from fbnet_tf import compound
+from fbnet_tf.labels import AUS, COMPOUND_EXPRESSIONS, EXPRESSIONS, RAFDB_COMPOUND
+
+
+def _au(*numbers):
+    probs = np.zeros(len(AUS))
+    for number in numbers:
+        probs[AUS.index(number)] = 1.0
+    return probs
+
+
+def _expr(**probs):
+    out = np.zeros(len(EXPRESSIONS))
+    for name, p in probs.items():
+        out[EXPRESSIONS.index(name)] = p
+    return out
+
+
+def test_happily_surprised_by_hand_with_either_valence():
+    # Du et al.: Happily Surprised = 1, 2, 12, 25 prototypical, 5 and 26 observational -> 6 AUs in p(AU|c).
+    au = _au(1, 2, 12, 25)
+    expr = _expr(Happiness=0.5, Surprise=0.3, Neutral=0.2)
+    scores = compound.candidate_scores(np.stack([au, au, au]), np.stack([expr] * 3), [0.4, -0.4, 0.0], "rafdb")
+    hs = RAFDB_COMPOUND.index("Happily Surprised")
+    np.testing.assert_allclose(scores[:, hs], [4 / 6 + 0.8 + 1.0, 4 / 6 + 0.8, 4 / 6 + 0.8])
+    # Happily Disgusted (10, 12, 25 | 4, 6, 9): 2 of 6 AUs, p(happy) + p(disgust) = 0.5, the same valence term.
+    hd = RAFDB_COMPOUND.index("Happily Disgusted")
+    np.testing.assert_allclose(scores[:, hd], [2 / 6 + 0.5 + 1.0, 2 / 6 + 0.5, 2 / 6 + 0.5])
+    # No other class gets a valence term: Sadly Surprised (1, 4, 25, 26 | 2, 6) = 3/6 AUs + p(surprise) 0.3.
+    ss = RAFDB_COMPOUND.index("Sadly Surprised")
+    np.testing.assert_allclose(scores[:, ss], [3 / 6 + 0.3] * 3)
+    assert scores[0].argmax() == hs
+
+
+def test_a_class_whose_aus_are_all_absent_scores_its_expressions_only():
+    expr = _expr(Sadness=0.6, Anger=0.3, Fear=0.1)
+    scores = compound.candidate_scores(np.zeros((1, len(AUS))), expr[None], [-1.0], "rafdb")
+    sa = RAFDB_COMPOUND.index("Sadly Angry")
+    assert scores[0, sa] == pytest.approx(0.9)
+    assert scores[0].argmax() == sa
+
+
+def test_table_weights_option():
+    # Weighted p(AU|c): 1+1+1+1 prototypical, 0.64 (AU5) + 0.67 (AU26) observational.
+    au = _au(1, 2, 12, 25, 5)
+    scores = compound.candidate_scores(au[None], _expr(Neutral=1.0)[None], [-0.1], ["Happily Surprised"],
+                                       use_weights=True)
+    assert scores[0, 0] == pytest.approx((4 + 0.64) / (4 + 0.64 + 0.67))
+
+
+def test_basic_classes_in_a_mixed_set_use_the_basic_table_twice():
+    # Happiness (Du et al. basic): 12, 25 prototypical, 6 observational.
+    scores = compound.candidate_scores(_au(12)[None], _expr(Happiness=0.7, Neutral=0.3)[None], [0.5], "emotionet")
+    assert scores[0, compound.class_set("emotionet").index("Happiness")] == pytest.approx(1 / 3 + 1.4)
+
+
+def test_class_sets_resolve_against_the_label_spaces():
+    rafdb, emotionet = compound.class_set("rafdb"), compound.class_set("emotionet")
+    assert len(rafdb) == 11 and set(rafdb) <= set(COMPOUND_EXPRESSIONS) and "Fearfully Disgusted" not in rafdb
+    assert len(emotionet) == 16 and len(set(emotionet) & set(EXPRESSIONS)) == 6
+    assert len(set(emotionet) & set(COMPOUND_EXPRESSIONS)) == 10
+    with pytest.raises(ValueError, match="Gleefully Bored"):
+        compound.class_set(["Happily Surprised", "Gleefully Bored"])
+
+
+def test_true_classes_map_compound_then_basic_labels():
+    names = compound.class_set("emotionet")
+    truth = compound.true_classes(expr=[4, -1, -1, 0], compound=[-1, COMPOUND_EXPRESSIONS.index("Sadly Angry"),
+                                                                    COMPOUND_EXPRESSIONS.index("Awed"), -1],
+                                  classes=names)
+    assert truth.tolist() == [names.index("Happiness"), names.index("Sadly Angry"), -1, -1]  # Awed, Neutral: not in
+
+
+def _compound_records(directory, splits=(("test", 33),)):
+    """RAF-DB-compound-style records: smooth random crops, class i % 11 of RAF-DB's set."""
+    import cv2
+    import tensorflow as tf
+
+    from fbnet_tf.records import Sample, encode_example
+
+    directory.mkdir()
+    rng = np.random.default_rng(1)
+    for split, count in splits:
+        with tf.io.TFRecordWriter(str(directory / f"rafdb_compound-{split}.tfrecord-00000-of-00001")) as writer:
+            for i in range(count):
+                image = cv2.GaussianBlur(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), (0, 0), 2)
+                label = COMPOUND_EXPRESSIONS.index(RAFDB_COMPOUND[i % 11])
+                writer.write(encode_example(Sample(cv2.imencode(".jpg", image)[1].tobytes(), 112, 112,
+                                                   "rafdb_compound", split, f"{split}_{i}.jpg", compound=label)))
+    return directory
+
+
+@pytest.mark.slow
+def test_zero_shot_command_on_compound_records(tmp_path):
+    """The CLI on RAF-DB-compound-style records: its mean diagonal equals sklearn's on the scores' arg-max."""
+    from sklearn.metrics import confusion_matrix
+
+    from fbnet_tf import runs
+    from fbnet_tf.evaluate import predict_records
+    from test_export import make_run_dir, write_records
+
+    run = make_run_dir(tmp_path)
+    records = _compound_records(tmp_path / "rafdb_compound")
+    assert compound.main(["zero-shot", "--model", str(run), "--data", str(records), "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "compound.json").read_text())["rafdb"]
+    assert written["count"] == 33 and (tmp_path / "compound_confusion_rafdb.png").stat().st_size > 0
+
+    collected = predict_records(runs.load_inference_model(run), str(records), "test")
+    scores = compound.candidate_scores(collected["pred_action_units"], collected["pred_expression"],
+                                       collected["pred_valence_arousal"][:, 0], "rafdb")
+    truth = np.arange(33) % 11
+    matrix = confusion_matrix(truth, scores.argmax(1), labels=range(11))
+    assert written["mean_diagonal"] == pytest.approx(np.mean(np.diag(matrix) / matrix.sum(1)))
+
+    # records without a compound label: nothing to evaluate -> a non-zero exit
+    empty = tmp_path / "basic"
+    write_records(empty, source="rafdb", counts=(("test", 4),))
+    assert compound.main(["zero-shot", "--model", str(run), "--data", str(empty), "--out", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.slow
+def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(tmp_path):
+    import keras
+    from sklearn.metrics import recall_score
+
+    from fbnet_tf import runs
+    from fbnet_tf.models.facebehaviornet import network_of
+    from test_export import make_run_dir
+
+    run = make_run_dir(tmp_path)
+    records = _compound_records(tmp_path / "rafdb_compound", (("train", 44), ("test", 22)))
+    out = tmp_path / "few_shot"
+    assert compound.main(["fine-tune", "--model", str(run), "--data", str(records), "--run-dir", str(out),
+                          "--head-only", "--epochs", "3", "--learning-rate", "1e-2", "--batch-size", "11"]) == 0
+    tuned = keras.models.load_model(out / "model.keras")
+    images = np.stack([x for x, _ in compound.compound_dataset([str(records)], "test", RAFDB_COMPOUND, 32, 64,
+                                                               training=False).unbatch().as_numpy_iterator()])
+    network = network_of(runs.load_inference_model(run))
+    trained_features = keras.Model(network.input, network.get_layer("dropout7").output)
+    # frozen: the fine-tuned model's features are the trained network's, exactly
+    np.testing.assert_array_equal(tuned.get_layer("facebehaviornet_features")(images, training=False).numpy(),
+                                  trained_features(images, training=False).numpy())
+    written = json.loads((out / "compound.json").read_text())["rafdb"]
+    predicted = np.asarray(tuned.predict(images, verbose=0)["compound"]).argmax(1)
+    truth = np.arange(22) % 11
+    assert written["count"] == 22
+    assert written["uar"] == pytest.approx(recall_score(truth, predicted, average="macro", labels=range(11),
+                                                        zero_division=0))
