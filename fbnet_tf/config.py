@@ -43,6 +43,10 @@ class DataConfig:
     # A staged family's record dirs per stage name (FATAUVA-Net: attribute, au, va); record_dirs when absent.
     stage_record_dirs: dict = field(default_factory=dict)
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
+    # A demo experiment: render the demo world's `demo_releases` into this folder and build their records there
+    # (`fbnet_tf.demo.prepare`) before training, where they are missing.
+    demo_world: str | None = None
+    demo_releases: list[str] = field(default_factory=list)
     batch_size: int = 751  # the paper's 401 VA + 247 AU + 103 EXPR
     validation_batch_size: int = 256
     validation: bool = True  # evaluate on the `validation` split after each epoch when the records have one

@@ -321,6 +321,22 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
 
 # --------------------------------------------------------------------------------------------------- the CLI
 
+def prepare_demo_world(cfg: config_lib.ExperimentConfig) -> None:
+    """Render and build the demo releases a demo experiment trains on (`data.demo_world`), where missing; raise
+    RuntimeError naming the record dirs still missing after that."""
+    from fbnet_tf import demo
+
+    root, releases = cfg.data.demo_world, tuple(cfg.data.demo_releases)
+    try:
+        demo.prepare(root, releases=releases) if releases else demo.prepare(root)
+    except TypeError as err:  # a demo package without per-release preparation
+        raise RuntimeError(f"this fbnet_tf.demo cannot prepare the releases {list(releases)} ({err})") from None
+    missing = [d for d in cfg.data.all_record_dirs() if not (Path(d) / "manifest.json").is_file()]
+    if missing:
+        raise RuntimeError(f"the demo world in {root} has no records in {missing} (is its release among the demo "
+                           f"world's, and its builder registered in tfrecords_builder?)")
+
+
 def demo_config(record_dirs: Sequence[str]) -> config_lib.ExperimentConfig:
     cfg = config_lib.experiment("demo")
     return config_lib.from_dict({"data": {"record_dirs": [str(d) for d in record_dirs]}}, cfg).validate()
@@ -381,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.run_dir:
             raise ValueError("--run-dir is required (the folder for config, checkpoints, logs and the model)")
+        if cfg.data.demo_world:
+            prepare_demo_world(cfg)
         train(cfg, args.run_dir, stage=args.stage)
         return 0
     except (TrainingDiverged, ValueError, FileNotFoundError, RuntimeError) as err:

@@ -98,7 +98,8 @@ def test_three_stages_freeze_what_came_before_and_end_in_one_model(tmp_path, rec
     au1, au2 = _weights(cfg, stage1, ("au_",)), _weights(cfg, stage2, ("au_",))
     assert any(not np.array_equal(au1[k], au2[k]) for k in au1)
     # stage 3 leaves everything but the V-A layer
-    before, after = _weights(cfg, stage2, ("core_", "attribute_", "au_")), _weights(cfg, stage3, ("core_", "attribute_", "au_"))
+    kept = ("core_", "attribute_", "au_")
+    before, after = _weights(cfg, stage2, kept), _weights(cfg, stage3, kept)
     assert all(np.array_equal(before[k], after[k]) for k in before)
     # the final inference model is stage 3's network
     model = runs.load_inference_model(run)

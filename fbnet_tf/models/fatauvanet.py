@@ -105,8 +105,8 @@ class RPolyBlock(layers.Layer):
         self.order, self.filters, self.shared = int(order), int(filters), bool(shared)
         self.residual_scale = float(residual_scale)
         count = 1 if self.shared else self.order
-        self.expand = [layers.Conv2D(self.filters, 3, padding="same", activation="relu", kernel_initializer="he_uniform",
-                                     name=f"f{k + 1}_conv3x3") for k in range(count)]
+        self.expand = [layers.Conv2D(self.filters, 3, padding="same", activation="relu",
+                                     kernel_initializer="he_uniform", name=f"f{k + 1}_conv3x3") for k in range(count)]
         self.project = [layers.Conv2D(self.filters, 1, name=f"f{k + 1}_conv1x1") for k in range(count)]
 
     def build(self, input_shape):

@@ -64,6 +64,18 @@ EXPERIMENTS["fatauvanet"] = {"model": {"preset": "fatauva_paper", "fatauva": {"v
                              "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
 EXPERIMENTS["fatauvanet_cls"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class"}},
                                  "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
+# The CPU demo of the three stages (`python -m fbnet_tf.train --experiment fatauvanet_demo --run-dir X`): renders
+# the demo world's CelebA-, BP4D-, SEMAINE- and Aff-Wild-style releases into demo_data/ where missing, builds them
+# with the real builders, and trains the small preset. Variants: model.fatauva.va_head=class, model.fatauva.fatva=true.
+EXPERIMENTS["fatauvanet_demo"] = {
+    "model": {"preset": "fatauva_small", "fatauva": {"va_head": "regression"}},
+    "data": {"batch_size": 64, "validation_batch_size": 128, "rebalance": {"au": True, "va": True},
+             "demo_world": "demo_data", "demo_releases": ["celeba", "bp4d", "semaine", "affwild"],
+             "stage_record_dirs": {"attribute": ["demo_data/records/celeba"],
+                                   "au": ["demo_data/records/bp4d", "demo_data/records/semaine"],
+                                   "va": ["demo_data/records/affwild"]}},
+    "trainer": {"epochs": 6, "learning_rate": 1e-3},
+}
 EXPERIMENTS["fatva"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class", "fatva": True}},
                         "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
 
