@@ -469,8 +469,11 @@ class FatauvaNetTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y, y_pred)
+        # Weighted by the batch size, as Keras weighs `loss`: an evaluation over a dataset of unknown length ends
+        # with an empty batch, which must not count as a batch of zero loss.
+        batch = ops.cast(ops.shape(tf.nest.flatten(x)[0])[0], "float32") if x is not None else 1.0
         for name, tracker in zip(self.term_names, self.term_trackers):
-            tracker.update_state(terms[name])
+            tracker.update_state(terms[name], sample_weight=batch)
         if training and self.regression and self.stage == "va":
             features = ops.stop_gradient(y_pred["va_features"])
             classes = quantise_va(y["va"])
