@@ -74,7 +74,7 @@ EXPERIMENTS["fatauvanet_demo"] = {
              "stage_record_dirs": {"attribute": ["demo_data/records/celeba"],
                                    "au": ["demo_data/records/bp4d", "demo_data/records/semaine"],
                                    "va": ["demo_data/records/affwild"]}},
-    "trainer": {"epochs": 6, "learning_rate": 1e-3},
+    "trainer": {"epochs": 20, "learning_rate": 1e-3},
 }
 EXPERIMENTS["fatva"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class", "fatva": True}},
                         "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
