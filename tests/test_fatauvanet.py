@@ -252,3 +252,21 @@ def test_a_stage_trains_only_its_layers(stage, frozen, trained):
         if path.startswith(frozen):
             assert path not in changed, f"{stage} changed frozen {path}"
     assert any(p.startswith(trained) for p in changed)
+
+
+def test_family_presets_and_config_errors():
+    from fbnet_tf.models import registry
+
+    cfg = config.experiment("fatauvanet_demo")
+    assert cfg.model.family == "fatauvanet" and cfg.model.fatauva.filters == 8 and cfg.model.image_size == 48
+    assert cfg.data.all_record_dirs() == ["demo_data/records/celeba", "demo_data/records/bp4d",
+                                          "demo_data/records/semaine", "demo_data/records/affwild"]
+    assert registry.family(cfg) is fv and fv.stage_names(cfg) == ["attribute", "au", "va"]
+    assert fv.stage_names(config.experiment("fatva")) == ["attribute", "va"]
+    # a FaceBehaviorNet preset brings its family back
+    assert config.override(cfg, ["model.preset=tiny"]).model.family == "facebehaviornet"
+    assert registry.family(config.experiment("no_coupling")).stage_names(None) == ["joint"]
+    with pytest.raises(ValueError, match="model.family='resnet'"):
+        config.override(cfg, ["model.family=resnet"])
+    with pytest.raises(ValueError, match="model.fatauva.va_head='ordinal'"):
+        config.override(cfg, ["model.fatauva.va_head=ordinal"])
