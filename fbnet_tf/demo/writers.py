@@ -335,7 +335,7 @@ def celeba_points() -> np.ndarray:
     return points.astype(np.float32)
 
 
-def _celeba_face(rng, identity: fm.Identity) -> np.ndarray:
+def celeba_face(rng, identity: fm.Identity) -> np.ndarray:
     """FACS intensities [18] of one CelebA photo: about half smile; lips part on their own as often as in CelebA,
     and a few photos catch a blink."""
     expression = int(rng.choice(len(EXPRESSIONS), p=[0.36, 0.04, 0.04, 0.04, 0.42, 0.05, 0.05]))
@@ -363,7 +363,7 @@ def plan_celeba(root: Path, rng: np.random.Generator, size: tuple) -> Plan:
     rows, jobs = [], []
     for k, owner in enumerate(owners):
         person = people[owner]
-        intensities = _celeba_face(rng, person)
+        intensities = celeba_face(rng, person)
         look = world.sample_look(rng, CELEBA_SIZE[1])
         target = points + rng.normal(0, 1.2, (5, 2)).astype(np.float32)
         pose = world.sample_pose(rng, yaw=20.0, pitch=10.0, roll=0.0)
