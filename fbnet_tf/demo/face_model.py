@@ -333,7 +333,7 @@ def sample_person(rng: np.random.Generator) -> Identity:
         base, male=male, age=age,
         jaw_width=base.jaw_width * (1.06 if male else 0.96), face_length=base.face_length * (1.03 if male else 0.98),
         brow_arch=u(0.05, 0.08) if arched else u(-0.02, 0.02),
-        brow_thickness=u(0.075, 0.095) if bushy else u(0.03, 0.058),
+        brow_thickness=u(0.08, 0.11) if bushy else u(0.03, 0.058),
         eye_openness=u(0.45, 0.65) if chance(0.12) else u(0.92, 1.15),
         glasses=u(0.6, 1.4) if chance(0.065) else 0.0,
         hair_r=float(hair[0]), hair_g=float(hair[1]), hair_b=float(hair[2]),

@@ -104,7 +104,10 @@ def attribute_rows(tile: int, rng: np.random.Generator, without: int = 2, with_:
                     if found == count:
                         break
             tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (count - found)
-        label = _label(_LABEL_W, tile, [name.replace("_", " "), f"{without} without, {with_} with"])
+        title, rest = name.replace("_", " "), ""
+        if cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0] > _LABEL_W - 8:
+            title, rest = title.rsplit(" ", 1)
+        label = _label(_LABEL_W, tile, [title, f"{rest}," if rest else "", f"{without} without, {with_} with"])
         rows.append(np.concatenate([label] + tiles, axis=1))
     return rows
 

@@ -72,7 +72,7 @@ SCALES = {
     "tiny": dict(affectnet=(24, 2, 1), affwild2=(3, 20), disfa=(2, 12), rafdb=(10, 4, 6, 3),
                  celeba=(30, 3), bp4d=(2, 1, 12), semaine=(2, 40), affwild=(2, 1, 12)),
     "small": dict(affectnet=(1000, 25, 5), affwild2=(14, 90), disfa=(4, 150), rafdb=(480, 120, 240, 60),
-                  celeba=(1200, 4), bp4d=(6, 2, 50), semaine=(4, 150), affwild=(8, 2, 80)),
+                  celeba=(1200, 4), bp4d=(6, 2, 50), semaine=(4, 300), affwild=(8, 2, 80)),
     "medium": dict(affectnet=(5000, 100, 20), affwild2=(30, 200), disfa=(8, 200), rafdb=(2400, 600, 800, 200),
                    celeba=(6000, 6), bp4d=(12, 4, 100), semaine=(8, 400), affwild=(20, 4, 200)),
 }
