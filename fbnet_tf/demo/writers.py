@@ -47,9 +47,10 @@ BP4D_TASKS = {"T1": {"Happiness": 0.7, "Neutral": 0.3}, "T2": {"Sadness": 0.6, "
               "T3": {"Surprise": 0.6, "Fear": 0.1, "Neutral": 0.3}, "T4": {"Happiness": 0.4, "Neutral": 0.6},
               "T5": {"Fear": 0.6, "Surprise": 0.1, "Neutral": 0.3}, "T6": {"Disgust": 0.3, "Anger": 0.3, "Neutral": 0.4},
               "T7": {"Anger": 0.6, "Neutral": 0.4}, "T8": {"Disgust": 0.6, "Neutral": 0.4}}
-# The 27 AUs BP4D codes [assumed: BP4D's FACS coding list; FERA 2015 scores 11 of them]. The occurrence files have
-# one column per AU number 1..45 (AU k in column k+1, uncoded numbers all 9), then an occlusion flag.
-BP4D_CODED = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 23, 24, 27, 28, 30, 32, 38, 39)
+# The 27 AUs BP4D codes [assumed: the list is not in the reference; FERA 2015 scores 11 of them, and FATAUVA-Net
+# takes AU26 from BP4D, SEMAINE not coding it]. The occurrence files have one column per AU number 1..45 (AU k in
+# column k+1, uncoded numbers all 9: real files carry uncoded columns past AU39), then an occlusion flag.
+BP4D_CODED = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 27, 28, 30, 32)
 BP4D_COLUMNS = tuple(range(1, 46))
 BP4D_INTENSITY = (6, 10, 12, 14, 17)  # FERA 2015's intensity AUs ("AU Intensity Codes3.0/AU06/...")
 BP4D_FPS = 25.0
