@@ -7,6 +7,7 @@ files once every job is done, from the jobs' results in job order.
 """
 from __future__ import annotations
 
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,7 +46,8 @@ BP4D_SUBJECTS = tuple(sorted((f"{sex}{k:03d}" for sex, n in (("F", 23), ("M", 18
                              key=lambda name: ((int(name[1:]) - 1) // 2, name)))
 BP4D_TASKS = {"T1": {"Happiness": 0.7, "Neutral": 0.3}, "T2": {"Sadness": 0.6, "Neutral": 0.4},
               "T3": {"Surprise": 0.6, "Fear": 0.1, "Neutral": 0.3}, "T4": {"Happiness": 0.4, "Neutral": 0.6},
-              "T5": {"Fear": 0.6, "Surprise": 0.1, "Neutral": 0.3}, "T6": {"Disgust": 0.3, "Anger": 0.3, "Neutral": 0.4},
+              "T5": {"Fear": 0.6, "Surprise": 0.1, "Neutral": 0.3},
+              "T6": {"Disgust": 0.3, "Anger": 0.3, "Neutral": 0.4},
               "T7": {"Anger": 0.6, "Neutral": 0.4}, "T8": {"Disgust": 0.6, "Neutral": 0.4}}
 # The 27 AUs BP4D codes [assumed: the list is not in the reference; FERA 2015 scores 11 of them, and FATAUVA-Net
 # takes AU26 from BP4D, SEMAINE not coding it]. The occurrence files have one column per AU number 1..45 (AU k in
@@ -381,7 +383,8 @@ def plan_celeba(root: Path, rng: np.random.Generator, size: tuple) -> Plan:
                + [f"{name} " + " ".join(f"{1 if v else -1:2d}" for v in values) for name, _, _, values in rows])
         _lines(root / "Eval" / "list_eval_partition.txt", (f"{name} {split}" for name, _, split, _ in rows))
         _lines(root / "Anno" / "identity_CelebA.txt", (f"{name} {owner}" for name, owner, _, _ in rows))
-        names = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+        names = " ".join(f"{part}_{axis}" for part in ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
+                         for axis in "xy")
         _lines(root / "Anno" / "list_landmarks_align_celeba.txt",
                [str(len(rows)), names] + [f"{row[0]} " + " ".join(f"{int(round(v)):4d}" for v in
                                                                    landmarks68_to_5(landmarks).reshape(-1))
@@ -470,8 +473,6 @@ def active_runs(active: np.ndarray) -> list[tuple[int, int]]:
 
 def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str) -> bytes:
     """An ELAN 2.7 annotation document: one tier per name, each interval (start ms, end ms) an annotation."""
-    import xml.etree.ElementTree as ElementTree
-
     document = ElementTree.Element("ANNOTATION_DOCUMENT", {
         "AUTHOR": "", "DATE": "2010-01-01T00:00:00+00:00", "FORMAT": "2.7", "VERSION": "2.7",
         "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
@@ -479,9 +480,8 @@ def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str) -> bytes:
     header = ElementTree.SubElement(document, "HEADER", {"MEDIA_FILE": "", "TIME_UNITS": "milliseconds"})
     ElementTree.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": f"file:///{media}", "MIME_TYPE": "video/x-msvideo",
                                                         "RELATIVE_MEDIA_URL": f"./{media}"})
-    order = ElementTree.SubElement(document, "TIME_ORDER")
-    slots = 0
-    annotations = 0
+    order = ElementTree.SubElement(document, "TIME_ORDER")  # every time slot first, then the tiers that use them
+    slots = annotations = 0
     tier_elements = []
     for name, intervals in tiers.items():
         tier = ElementTree.Element("TIER", {"DEFAULT_LOCALE": "en", "LINGUISTIC_TYPE_REF": "default-lt",
@@ -530,8 +530,8 @@ def plan_semaine(root: Path, rng: np.random.Generator, size: tuple) -> Plan:
                                    other=0.1, max_yaw=20.0)
         video = world.with_blinks(video, rng, SEMAINE_FPS)
         video.look.update(occlusion=0.0, light_strength=0.1)
-        stamp = f"2009.{1 + k // 28:02d}.{1 + k % 28:02d}.{int(rng.integers(9, 18)):02d}.{int(rng.integers(60)):02d}." \
-                f"{int(rng.integers(60)):02d}"
+        hour, minute, second = (int(v) for v in rng.integers((9, 0, 0), (18, 60, 60)))
+        stamp = f"2009.{1 + k // 28:02d}.{1 + k % 28:02d}.{hour:02d}.{minute:02d}.{second:02d}"  # SEMAINE's names
         frame_range = (int(rng.integers(2, 8)), frames - int(rng.integers(0, 6)))
         tiers = {}
         for au in SEMAINE_AUS:
