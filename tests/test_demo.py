@@ -488,7 +488,8 @@ def test_bp4d_layout_fera2015(tiny):
 
 def organisers_labels(eaf, frames):
     """{AU: 0/1 per frame} by the FERA 2015 organisers' rule: an interval [t1, t2] ms covers frames
-    floor(t1 * 50 / 1000) .. floor(t2 * 50 / 1000), inclusive. Also returns the labels by the start-time rule."""
+    floor(t1 * 50 / 1000) .. floor(t2 * 50 / 1000), inclusive. Also returns the labels by the start-time rule and
+    the latest time slot (ms), where the organisers' parser ends the recording."""
     import xml.etree.ElementTree as ElementTree
 
     document = ElementTree.parse(eaf).getroot()
@@ -504,7 +505,7 @@ def organisers_labels(eaf, frames):
             organisers[au][t1 * 50 // 1000:t2 * 50 // 1000 + 1] = 1
             starts = np.arange(frames) * 1000 / 50
             start_time[au] |= (t1 <= starts) & (starts < t2)
-    return organisers, start_time
+    return organisers, start_time, max(slots.values())
 
 
 def test_semaine_layout_fera2015(tiny):
@@ -519,7 +520,8 @@ def test_semaine_layout_fera2015(tiny):
         assert capture.get(cv2.CAP_PROP_FPS) == 50
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         assert 0 <= start < end <= frames
-        organisers, start_time = organisers_labels(eaf, frames)
+        organisers, start_time, latest = organisers_labels(eaf, frames)
+        assert latest * 50 // 1000 + 1 >= end  # the annotation spans the range: the parser does not cut it short
         assert sorted(organisers) == [2, 12, 17, 25, 28, 45]
         for au in organisers:  # both readings of the intervals agree frame for frame
             np.testing.assert_array_equal(organisers[au], start_time[au], err_msg=f"AU{au}")

@@ -471,8 +471,9 @@ def active_runs(active: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist()))
 
 
-def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str) -> bytes:
-    """An ELAN 2.7 annotation document: one tier per name, each interval (start ms, end ms) an annotation."""
+def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str, media_end: int) -> bytes:
+    """An ELAN 2.7 annotation document: one tier per name, each interval (start ms, end ms) an annotation, and a
+    last time slot at `media_end` ms (the organisers' parser ends the recording at the latest time slot)."""
     document = ElementTree.Element("ANNOTATION_DOCUMENT", {
         "AUTHOR": "", "DATE": "2010-01-01T00:00:00+00:00", "FORMAT": "2.7", "VERSION": "2.7",
         "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
@@ -498,6 +499,7 @@ def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str) -> bytes:
                 "ANNOTATION_ID": f"a{annotations}", "TIME_SLOT_REF1": refs[0], "TIME_SLOT_REF2": refs[1]})
             ElementTree.SubElement(aligned, "ANNOTATION_VALUE").text = name
         tier_elements.append(tier)
+    ElementTree.SubElement(order, "TIME_SLOT", {"TIME_SLOT_ID": f"ts{slots + 1}", "TIME_VALUE": str(media_end)})
     document.extend(tier_elements)
     ElementTree.SubElement(document, "LINGUISTIC_TYPE", {"GRAPHIC_REFERENCES": "false",
                                                          "LINGUISTIC_TYPE_ID": "default-lt", "TIME_ALIGNABLE": "true"})
@@ -509,9 +511,11 @@ def eaf_document(tiers: dict[str, list[tuple[int, int]]], media: str) -> bytes:
 def semaine_interval(first: int, last: int, rng: np.random.Generator, fps: float = SEMAINE_FPS) -> tuple[int, int]:
     """(start ms, end ms) of an annotation covering frames first..last under the organisers' rule (frames
     floor(t1 fps / 1000) .. floor(t2 fps / 1000)) and under the start-time rule (frame i, starting at 1000 i / fps,
-    is active when t1 <= 1000 i / fps < t2): t1 on frame `first`'s start, t2 inside frame `last`."""
+    is active when t1 <= 1000 i / fps < t2): t1 on frame `first`'s start, t2 inside frame `last`. The organisers'
+    parser drops an interval starting in frame 0, so a run from frame 0 starts at frame 1 (frame 0 is never
+    labelled there anyway)."""
     step = 1000.0 / fps
-    start = int(round(first * step))
+    start = int(round(max(first, 1) * step))
     end = int(round(last * step)) + int(rng.integers(1, int(step)))
     return start, end
 
@@ -547,7 +551,8 @@ def plan_semaine(root: Path, rng: np.random.Generator, size: tuple) -> Plan:
     def finish(results):
         for rec, stamp, (start, end), tiers in written:
             (sessions / rec).mkdir(parents=True, exist_ok=True)
-            (sessions / rec / f"{stamp}.eaf").write_bytes(eaf_document(tiers, f"{stamp}_User.avi"))
+            (sessions / rec / f"{stamp}.eaf").write_bytes(eaf_document(tiers, f"{stamp}_User.avi",
+                                                                       int(round(frames * 1000 / SEMAINE_FPS))))
             _lines(sessions / f"{rec}.txt", [f"{start} {end}"])
         return {"sessions": len(written), "frames": int(sum(results)),
                 "blinks": sum(len(tiers["AU45"]) for *_, tiers in written)}
