@@ -3,7 +3,8 @@
 Expressions activate AUs by Du et al.'s table (`relatedness.load("du2014")`): prototypical AUs always,
 observational ones with their probability w, and any other AU rarely (spurious activations). An active AU has
 intensity 2..5 on the FACS scale, an inactive one 0..1, so "occurrence = intensity >= 2" (DISFA's convention)
-recovers exactly what was drawn. Intensities are handed to the renderer divided by 5.
+recovers exactly what was drawn. Intensities are handed to the renderer divided by 5. Videos of the FATAUVA-Net
+releases also blink: `with_blinks` appends AU45 (`face_model.MODEL_AUS`), brief and frequent as in conversation.
 """
 from __future__ import annotations
 
