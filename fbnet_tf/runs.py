@@ -196,5 +196,14 @@ def best_logged(run_dir_path: str | os.PathLike, column: str) -> float | None:
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
-        values = [float(row[column]) for row in csv.DictReader(handle) if row.get(column) not in (None, "")]
+        values = [_number(row.get(column)) for row in csv.DictReader(handle)]
+    values = [v for v in values if v is not None]  # CSVLogger writes "NA" for epochs without validation
     return min(values) if values else None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value else None
