@@ -88,8 +88,10 @@ def load_inference_model(run_dir_or_file: str | os.PathLike):
     if path.is_dir():
         path = run_dir(path).model
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no final model yet (training unfinished?); pass a checkpoint such as "
-                                    f"{path.parent / CHECKPOINTS_DIR / 'last.weights.h5'} instead")
+            checkpoints = sorted(str(p) for p in (path.parent / CHECKPOINTS_DIR).glob("*.weights.h5"))
+            raise FileNotFoundError(f"{path}: no final model yet (training unfinished?); " + (
+                f"pass a checkpoint instead (--model {checkpoints[0]})" if checkpoints
+                else "and no checkpoint either: no epoch has finished"))
     if path.name.endswith(".weights.h5"):
         return _from_checkpoint(path)
     if not path.is_file():

@@ -71,7 +71,7 @@ class CelebA(Builder):
     def _partition(self) -> tuple[dict, list[Skip]]:
         """{image name: split} from list_eval_partition.txt, and the skips of its bad lines."""
         splits, skips = {}, []
-        for number, line in enumerate((self.root / PARTITION_FILE).read_text(errors="replace").splitlines(), 1):
+        for number, line in enumerate((self.root / PARTITION_FILE).read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
@@ -93,7 +93,7 @@ class CelebA(Builder):
         order = self._attribute_order()
         partition, skips = self._partition()
         yield from skips
-        lines = (self.root / ATTRIBUTE_FILE).read_text(errors="replace").splitlines()
+        lines = (self.root / ATTRIBUTE_FILE).read_text(encoding="utf-8-sig", errors="replace").splitlines()
         header = lines[1].split() if len(lines) > 1 else []
         if sorted(header) != sorted(order):
             raise self.layout_error(f"{ATTRIBUTE_FILE} line 2 names {len(header)} attributes "

@@ -153,7 +153,7 @@ class Semaine(Builder):
         if not path.is_file():
             yield Skip(Reason.MISSING_FILE, f"no frame range file {path.name} ('start end') beside the .eaf", file)
             return None
-        lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1) if line.strip()]
         number, line = lines[0] if lines else (1, "")
         fields = line.replace(",", " ").split()
         try:
