@@ -1,7 +1,7 @@
 """Facial behaviour of every face in an image, a folder of images or a video: one CSV row per face per frame.
 
     python -m fbnet_tf.predict photo.jpg --model runs/demo/export/fbnet
-    python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/fbnet_dynamic.tflite --annotate --every 5
+    python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/1/fbnet_dynamic.tflite --annotate --every 5
 
 Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
 crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel
