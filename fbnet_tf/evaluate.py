@@ -260,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="the run directory (model, config.yaml); results go here")
     parser.add_argument("--data", nargs="+", metavar="DIR",
                         help="TFRecord directories (default: the record dirs the run trained on)")
-    parser.add_argument("--split", help="split to score (default: test where a directory has one, else validation)")
+    parser.add_argument("--split", choices=("train", "validation", "test"),
+                        help="split to score (default: test where a directory has one, else validation)")
     parser.add_argument("--batch-size", type=cli.integer(1), default=64)
     parser.add_argument("--model", help="the model to score: a .keras file or a checkpoint such as "
                                         "<run-dir>/checkpoints/best.weights.h5 (default: the run's model.keras)")
