@@ -216,10 +216,16 @@ def test_a_resumed_run_trains_at_the_learning_rate_its_config_says(tmp_path):
     assert runs.load_config(tmp_path / "run").trainer.epochs == 3  # config.yaml still says what ran
 
 
-def test_a_truncated_shard_is_named(tmp_path):
+@pytest.mark.parametrize("manifest", [False, True])  # no manifest: the records are counted first (the error comes
+def test_a_truncated_shard_is_named(tmp_path, manifest):  # there); with one, during model.fit
+    import json
+
     from fbnet_tf import train
 
     write_records(tmp_path / "records")
+    if manifest:  # the builders' per-stream counts of the fixture: 6 VA, 6 AU (all 17), 6 EXPR images
+        (tmp_path / "records" / "manifest.json").write_text(json.dumps({"splits": {"train": {
+            "count": 18, "labels": {"va": 6, "expression": {"Neutral": 6}, "au_annotated": {"AU1": 6}}}}}))
     shard = tmp_path / "records" / "fixture-train.tfrecord-00000-of-00001"
     shard.write_bytes(shard.read_bytes()[:-100])
     cfg = tiny("trainer.epochs=1", f"data.record_dirs=[{tmp_path / 'records'}]", "data.batch_size=9",
