@@ -362,7 +362,10 @@ def main(argv=None) -> int:
 
     # Everything that can be refused is refused before --out is touched.
     try:
-        scan_inputs(args.input)
+        files, _ = scan_inputs(args.input)
+        if not files:
+            parser.error(f"{args.input}: holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or video "
+                         f"({', '.join(sorted(VIDEO_EXTENSIONS))})")
         predictor = Predictor(args.model, args.batch_size, args.min_face_score, args.detect_max_side or None)
     except FileNotFoundError as error:
         parser.error(str(error))

@@ -169,6 +169,7 @@ def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_wi
     model = ["--model", str(models["tflite"]), "--out", str(out)]
     for argv in ([str(tmp_path / "photo_misspelt.jpg"), *model],
                  [str(tmp_path), "--model", str(tmp_path / "nothing.tflite"), "--out", str(out)],
+                 [str(out), *model],  # a folder with nothing to read
                  [str(tmp_path), *model, "--every", "0"], [str(tmp_path), *model, "--batch-size", "-1"],
                  [str(tmp_path), *model, "--min-face-score", "1.5"]):
         with pytest.raises(SystemExit) as stop:
@@ -176,6 +177,7 @@ def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_wi
         assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "photo_misspelt.jpg: no such file or folder" in err and "nothing.tflite" in err
+    assert f"{out}: holds no image (.bmp, .jpeg" in err
     assert "argument --every: expected an integer >= 1, got '0'" in err
     folder = tmp_path / "unreadable"
     folder.mkdir()
