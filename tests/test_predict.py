@@ -167,11 +167,14 @@ def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_wi
     (out / "predictions.csv").write_text("earlier results\n")
     (out / "errors.csv").write_text("earlier errors\n")
     model = ["--model", str(models["tflite"]), "--out", str(out)]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     for argv in ([str(tmp_path / "photo_misspelt.jpg"), *model],
-                 [str(tmp_path), "--model", str(tmp_path / "nothing.tflite"), "--out", str(out)],
+                 [str(photos), "--model", str(tmp_path / "nothing.tflite"), "--out", str(out)],
                  [str(out), *model],  # a folder with nothing to read
-                 [str(tmp_path), *model, "--every", "0"], [str(tmp_path), *model, "--batch-size", "-1"],
-                 [str(tmp_path), *model, "--min-face-score", "1.5"]):
+                 [str(photos), *model, "--every", "0"], [str(photos), *model, "--batch-size", "-1"],
+                 [str(photos), *model, "--min-face-score", "1.5"]):
         with pytest.raises(SystemExit) as stop:
             predict.main(argv)
         assert stop.value.code == 2
