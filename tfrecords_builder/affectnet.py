@@ -101,7 +101,7 @@ class AffectNet(Builder):
             if not path.is_file():
                 continue
             file = self.relative(path)
-            with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
                 reader = csv.reader(handle)
                 for row in reader:
                     line = reader.line_num

@@ -178,7 +178,7 @@ class AffWild2(Builder):
     def _list_multitask(self, files: dict, image_roots: list, videos: dict):
         for split, path in sorted(files.items()):
             rel = self._name(path)
-            lines = path.read_text(errors="replace").splitlines()
+            lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
             header = [h.strip().lower() for h in (lines[0].split(",") if lines else [])]
             columns = {name: header.index(name) for name in ("image", "valence", "arousal", "expression")
                        if name in header}

@@ -278,7 +278,8 @@ class Builder:
         """The lines of an annotation file under the root, trailing blank lines dropped; Skip(MISSING_FILE) naming
         the file when it cannot be read."""
         try:
-            lines = (self.root / relative).read_text(errors="replace").splitlines()
+            # utf-8-sig: a byte-order mark (Windows editors) is not part of the first row.
+            lines = (self.root / relative).read_text(encoding="utf-8-sig", errors="replace").splitlines()
         except OSError as error:
             raise Skip(Reason.MISSING_FILE, f"cannot read {relative}: {error}", relative) from None
         while lines and not lines[-1].strip():

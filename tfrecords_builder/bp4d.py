@@ -232,7 +232,7 @@ class Bp4d(Builder):
                 continue
             path = candidates[0]
             values = found.setdefault(au, {})
-            for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
                 if not line.strip():
                     continue
                 fields = [field.strip() for field in line.split(",")]

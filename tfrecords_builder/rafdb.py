@@ -55,7 +55,7 @@ class RafDb(Builder):
         label_file, image_dir = part / LABEL_FILE, part / "Image" / faces
         if not image_dir.is_dir():
             raise self.layout_error(f"no image folder {image_dir}")
-        for line, text in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
+        for line, text in enumerate(label_file.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
             if not text.strip():
                 continue
             try:

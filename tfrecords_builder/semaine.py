@@ -81,7 +81,7 @@ def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], 
     for slot in document.iter("TIME_SLOT"):
         value = slot.get("TIME_VALUE")
         slots[slot.get("TIME_SLOT_ID")] = int(value) if value is not None and value.strip().isdigit() else None
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")
     intervals, skips, broken = {}, [], set()
     for tier in document.iter("TIER"):
         try:
@@ -207,7 +207,7 @@ class Semaine(Builder):
                        self.relative(candidates[-1]))
             return None
         file = self.relative(path)
-        lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1) if line.strip()]
         number, line = lines[0] if lines else (1, "")
         fields = line.replace(",", " ").split()
         try:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from fbnet_tf.cli import integer
 from fbnet_tf.demo import DATABASES, FACEBEHAVIORNET, FATAUVANET
 
 _GROUPS = {"facebehaviornet": FACEBEHAVIORNET, "fatauvanet": FATAUVANET}
@@ -31,17 +32,17 @@ def main(argv=None) -> int:
     render = commands.add_parser("render", help="render the demo world as raw database trees (AffectNet, Aff-Wild2, "
                                                 "DISFA, RAF-DB, CelebA, BP4D, SEMAINE, Aff-Wild)")
     render.add_argument("--out", required=True, help="output folder; each database goes to OUT/<database>")
-    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--seed", type=integer(0), default=0)
     render.add_argument("--scale", choices=("small", "medium"), default="small")
-    render.add_argument("--workers", type=int, default=2)
+    render.add_argument("--workers", type=integer(1), default=2)
     render.add_argument("--only", type=_releases, default=None, metavar="RELEASE[,RELEASE]",
                         help="render only these releases (of: %(choices)s; or a model's group: facebehaviornet, "
                              "fatauvanet); releases rendered earlier in --out stay" % {"choices": " ".join(DATABASES)})
     render.add_argument("--databases", nargs="+", default=None, help=argparse.SUPPRESS)  # the older spelling
     sheet = commands.add_parser("sheet", help="draw the contact sheet: one row per expression and per AU")
     sheet.add_argument("--out", required=True, help="PNG file to write")
-    sheet.add_argument("--seed", type=int, default=0)
-    sheet.add_argument("--tile", type=int, default=80, help="tile size in pixels")
+    sheet.add_argument("--seed", type=integer(0), default=0)
+    sheet.add_argument("--tile", type=integer(16), default=80, help="tile size in pixels")
     check = commands.add_parser("check", help="is a rendered world learnable, does relatedness hold (needs sklearn)")
     check.add_argument("--root", required=True, help="the folder `render --out` wrote")
     args = parser.parse_args(argv)
