@@ -361,9 +361,9 @@ def test_frames_past_end_counts_the_labelled_frames_the_stride_keeps(squares):
 
 
 def test_sample_accepts_label_lists_from_item_data(squares):
-    builder = Squares(squares, image_size=8)
+    builder = Squares(squares, image_size=16)
     item = Item(split="train", key="img0")
-    sample = builder.sample(item, np.zeros((8, 8, 3), np.uint8), au=[1] + [0] * 16, au_mask=[1.0] * 17,
+    sample = builder.sample(item, np.zeros((16, 16, 3), np.uint8), au=[1] + [0] * 16, au_mask=[1.0] * 17,
                             au_intensity=None, va=[0.5, -0.25], attributes=[0, 1] * 20)
     assert sample.au.dtype == np.float32 and sample.au.tolist() == [1.0] + [0.0] * 16
     assert sample.au_intensity is None and sample.va == (0.5, -0.25)

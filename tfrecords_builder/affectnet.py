@@ -21,7 +21,7 @@ import numpy as np
 
 from fbnet_tf import face
 from fbnet_tf.labels import expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, resolve_in_root
 
 # Native expression codes, mapped to the canonical space by name (Contempt ... No-Face map to "no label").
 ORIGINAL_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
@@ -61,7 +61,7 @@ class AffectNet(Builder):
                        "(or, newer release) train_set/images/<id>.jpg + train_set/annotations/<id>_exp.npy, "
                        "_val.npy, _aro.npy, _lnd.npy; val_set/...")
     ITEMS_PER_SHARD = 5000
-    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True, "release": "auto"}
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True, "release": Option("auto", choices=("auto", "original", "newer"))}
 
     def _split(self, released: str, key: str) -> str:
         return "test" if released == "test" else self.seeded_split(key)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fbnet_tf.labels import AUS, au_index, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip
 
 SEMAINE_AUS = (2, 12, 17, 25, 28, 45)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
@@ -106,7 +106,10 @@ class Semaine(Builder):
                        "<session>/<rec>.txt ('start end' frame range)", "<session>/<rec>.avi (the session video)",
                        "(optionally under train*/ and devel*/ folders for the FERA 2015 split)")
     ITEMS_PER_SHARD = 2
-    OPTIONS = {"fps": 0.0, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    SEGMENT_FRAMES = 500  # a recording is built in ranges of 500 frames, so that every worker has work
+    HINTS = {Reason.MISSING_FILE: "FERA 2015 puts the frame-range file beside the recording's folder "
+                                  "(SEMAINE-Sessions/<rec>.txt) or inside it: check that it is there"}
+    OPTIONS = {"fps": Option(0.0, minimum=0.0, maximum=1000.0), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path if any (train 85/15 by session, devel -> test), else seeded 70/15/15."""
@@ -178,6 +181,10 @@ class Semaine(Builder):
         yield Skip(reason, f"{what} beside {eaf.name}; expected {eaf.stem}.avi (or the folder's only video)", file)
         return None
 
+    def frame_range(self, item: Item):
+        start, end = item.data["range"]
+        return start, end + 1
+
     def examples(self, item: Item):
         from fbnet_tf import video
 
@@ -185,14 +192,15 @@ class Semaine(Builder):
         fps = float(self.options["fps"])
         if fps <= 0:
             fps = video.fps(path)  # NaN when the header has none
-        if not math.isfinite(fps) or fps <= 0:
-            raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N")
         start, end = item.data["range"]
+        if not math.isfinite(fps) or fps <= 0:
+            raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N",
+                       count=self.frames_kept(range(start, end + 1), start=start))
         intervals = {au_index(int(au)): spans for au, spans in item.data["intervals"].items()}
         mask = np.zeros(len(AUS), np.float32)
         mask[list(intervals)] = 1.0
-        last = start - 1
-        for index, frame in self.video_frames(path, item, start=start):
+        last = max(start, self.segment[0]) - 1
+        for index, frame in self.video_frames(path, item, start=start, labelled=range(start, end + 1)):
             if index > end:
                 break
             last = index
@@ -206,9 +214,7 @@ class Semaine(Builder):
                 continue
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.data["session"],
                               au=au, au_mask=mask)
-        wanted_last = start + (end - start) // self.frame_stride * self.frame_stride
-        if last < wanted_last:
-            missing = (wanted_last - last) // self.frame_stride  # `last` >= start: video_frames yielded a frame
-            yield Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} ends before frame {wanted_last} "
-                                                f"(last frame read: {last}); frames {last + 1}..{end} are missing",
-                       count=missing)
+        missing = [f for f in range(last + 1, end + 1) if self.frames_kept([f], start=start)]
+        if missing:  # frames of the range the video does not have (in this part of it)
+            yield Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} ends before the end of its frame range "
+                                                f"{start}..{end}", count=len(missing), frames=(missing[0], missing[-1]))
