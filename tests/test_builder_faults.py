@@ -16,6 +16,7 @@ import tensorflow as tf
 from fbnet_tf.records import decode_example
 from tfrecords_builder import build
 from tfrecords_builder.__main__ import main
+from tfrecords_builder.disfa import Disfa
 from tfrecords_builder.writer import BuildError, PartialBuild
 
 LIST = "basic/EmoLabel/list_patition_label.txt"
@@ -278,10 +279,16 @@ def disfa_tree(tmp_path_factory):
     return root
 
 
-def segmented(length):
-    from tfrecords_builder.disfa import Disfa
+class DisfaWhole(Disfa):
+    SEGMENT_FRAMES = 0  # every video one piece of work
 
-    return type("Disfa", (Disfa,), {"SEGMENT_FRAMES": length, "__module__": Disfa.__module__})
+
+class DisfaInRangesOf2(Disfa):
+    SEGMENT_FRAMES = 2  # a 6-frame video in three ranges (module level: spawned workers import it by name)
+
+
+def segmented(length):
+    return {0: DisfaWhole, 2: DisfaInRangesOf2}[length]
 
 
 def test_video_inputs_are_labelled_frames_and_add_up_in_any_frame_ranges(disfa_tree, tmp_path):
