@@ -15,6 +15,9 @@ Skips: a frame whose label line is not a number or is outside [-1, 1] (`file`, `
 the end of the label files (`no_label`), labelled frames past the video's end (`missing_file`) - each one record
 per video whose `count` is its number of frames - and a frame without a face (`no_face`; `file` = the video,
 `line` = the 1-based frame number).
+Inputs (manifest `accounting`) are the frames with a line in a label file; an unlabelled video (the public test
+set), video frames past the label files, a stray or duplicate file are listed with count 0. A missing video counts
+its labelled frames. Videos are built in ranges of 500 frames.
 """
 from __future__ import annotations
 

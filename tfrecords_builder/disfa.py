@@ -15,6 +15,9 @@ subject = `SN0xx`; `extra["camera"]` = left/right.
 Skips: a frame whose label row is garbled or out of range (`file`, `line` = that row), a frame with no row in one
 of the subject's label files (`no_label`), a frame without a face (`no_face`; `file` = the video, `line` = the
 frame number), labelled frames past the video's end (`missing_file`, one record per video counting them).
+Inputs (manifest `accounting`) are the frames with a row in at least one of the subject's label files: a missing or
+unreadable video counts all of them; a missing AU file (that AU masked out), a stray folder and video frames that no
+label file mentions are listed with count 0 (no labelled frame lost). Videos are built in ranges of 500 frames.
 """
 from __future__ import annotations
 
