@@ -90,11 +90,12 @@ def _build(builder_class, builder, out, workers, shards, strict, progress, force
 
     written = 0
     with _Executor(builder_class, builder, workers) as run, _ProgressBars(builder, plan, progress) as bars:
-        units = [(item, segment) for shard in pending for item in shard["items"]
-                 for segment in _segments(builder, item)]
-        results = run(units)
+        for shard in pending:  # once per item: a video's header is opened in this process
+            shard["segments"] = [_segments(builder, item) for item in shard["items"]]
+        results = run((item, segment) for shard in pending for item, segments in zip(shard["items"], shard["segments"])
+                      for segment in segments)
         for shard in pending:
-            _write_shard(out, shard, results, bars.bar(shard["split"]), strict, builder)
+            _write_shard(out, shard, results, bars.bar(shard["split"]), strict)
             written += 1
             if stop_after is not None and written >= stop_after and shard is not pending[-1]:
                 raise BuildInterrupted(f"stopped after {written} shard(s) as asked")
@@ -441,15 +442,15 @@ class _Executor:
         return False
 
 
-def _write_shard(out: Path, shard: dict, results, bar, strict: bool, builder: Builder) -> None:
+def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
     import tensorflow as tf
 
     final, temporary = out / shard["file"], out / f".{shard['file']}.tmp"
     count, skips, labels, inputs = 0, [], _LabelCounter(), {}
     with tf.io.TFRecordWriter(str(temporary)) as writer:
-        for item in shard["items"]:
+        for segments in shard["segments"]:
             item_skips = []
-            for _ in _segments(builder, item):
+            for _ in segments:
                 for result in next(results):
                     if result[0] == "sample":
                         writer.write(encode_example(result[1]))
@@ -576,6 +577,9 @@ def format_summary(manifest: dict) -> str:
         lines.append(f"  {'skip reason':<24}{'count':>9}")
         for reason, n in manifest["skipped_by_reason"].items():
             lines.append(f"  {reason:<24}{n:>9}")
+    noted = manifest["accounting"]["records_without_lost_input"]
+    if noted:
+        lines.append(f"  {noted} record(s) of problems that lost no input (count 0) are listed in the manifest")
     if manifest["resumed_shards"]:
         lines.append(f"  resumed {len(manifest['resumed_shards'])} complete shard(s)")
     return "\n".join(lines)
