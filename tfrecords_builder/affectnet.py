@@ -157,7 +157,8 @@ class AffectNet(Builder):
                 yield Skip(Reason.MISSING_FILE, f"annotations for {image_id} but no image in {folder}/images",
                            self.relative(annotations / f"{image_id}_exp.npy"))
             for image_id in sorted(set(pictured) - labelled):
-                yield Skip(Reason.NO_LABEL, f"image without {image_id}_exp.npy", self.relative(pictured[image_id]))
+                yield Skip(Reason.NO_LABEL, f"image without {image_id}_exp.npy", self.relative(pictured[image_id]),
+                           count=0)  # an image that carries no label is not an input
             for image_id in sorted(labelled & set(pictured)):
                 yield Item(split=self._split(released, image_id), key=self.relative(pictured[image_id]),
                            file=self.relative(annotations / f"{image_id}_exp.npy"),

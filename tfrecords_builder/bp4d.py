@@ -66,6 +66,9 @@ class Bp4d(Builder):
     CHALLENGE_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23)
     POSITION_RULE = True  # BP4D's AU k is column k+1: checked against the header
     ITEMS_PER_SHARD = 2000
+    HINTS = {Reason.MISSING_FILE: "frames are read from <frames>/<subject>/<task>/<frame>.jpg under Sequences/, "
+                                  "BP4D-training/, 2D+3D/ or images/ (BP4D+ ships them inside 2D+3D/<subject>.zip), "
+                                  "or --option frames_dir=DIR: check that the frame folders are there"}
     OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "seed": 0}
 
     # --- splits --------------------------------------------------------------------------------------------------
