@@ -377,26 +377,41 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow  # a real SIGKILL of a build with two spawned workers: ~10-30 s on a shared machine
+def workers_of(pid: int) -> set[int]:
+    """The spawned pool workers among `pid`'s children (not the resource tracker)."""
+    def cmdline(child):
+        try:
+            return open(f"/proc/{child}/cmdline", "rb").read()
+        except OSError:
+            return b""
+    return {child for child in children_of(pid) if b"spawn_main" in cmdline(child)}
+
+
+@pytest.mark.slow  # a real SIGKILL of a process with two spawned workers: ~10-30 s on a shared machine
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
-def test_a_killed_build_takes_its_workers_with_it(tmp_path):
+@pytest.mark.parametrize("command", ["build", "demo render"])
+def test_a_killed_parent_takes_its_workers_with_it(tmp_path, command):
     out = tmp_path / "out"
-    process = start_slow_build(tmp_path, out, workers=2)
+    if command == "build":
+        process = start_slow_build(tmp_path, out, workers=2)
+    else:
+        process = subprocess.Popen([sys.executable, "-m", "fbnet_tf.demo", "render", "--out", str(out), "--workers",
+                                    "2", "--databases", "disfa", "rafdb"], cwd=os.getcwd(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and process.poll() is None:  # workers up and a shard written
-            if len(children_of(process.pid)) >= 2 and list((out / ".shards").glob("*.json")):
-                break
+        while time.time() < deadline and process.poll() is None and len(workers_of(process.pid)) < 2:
             time.sleep(0.05)
+        time.sleep(2)  # the workers are busy now
         children = children_of(process.pid)
-        assert process.poll() is None and len(children) >= 2, "the build ended before it could be killed"
+        assert process.poll() is None and len(workers_of(process.pid)) == 2, "it ended before it could be killed"
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     deadline = time.time() + 10
     while time.time() < deadline and any(alive(pid) for pid in children):
         time.sleep(0.1)
-    assert not [pid for pid in children if alive(pid)], "workers outlived their killed parent"
+    assert not [pid for pid in children if alive(pid)], "processes outlived their killed parent"
 
 
 @pytest.mark.slow  # a subprocess build that imports TensorFlow
