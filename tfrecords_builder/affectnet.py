@@ -61,7 +61,8 @@ class AffectNet(Builder):
                        "(or, newer release) train_set/images/<id>.jpg + train_set/annotations/<id>_exp.npy, "
                        "_val.npy, _aro.npy, _lnd.npy; val_set/...")
     ITEMS_PER_SHARD = 5000
-    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True, "release": Option("auto", choices=("auto", "original", "newer"))}
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True,
+               "release": Option("auto", choices=("auto", "original", "newer"))}
 
     def _split(self, released: str, key: str) -> str:
         return "test" if released == "test" else self.seeded_split(key)

@@ -88,8 +88,11 @@ class AffWild(Builder):
 
     def _labelled(self, files: dict) -> int:
         """Labelled frames (those `frame_stride` keeps) of a video that cannot be built: its longest label file."""
-        lines = max(len(self.read_lines(self.relative(path))) for path in files.values() if path is not None)
-        return -(-lines // self.frame_stride)
+        try:
+            lines = max(len(self.read_lines(self.relative(path))) for path in files.values() if path is not None)
+        except Skip:  # an unreadable label file: its frames cannot be counted
+            return 1
+        return max(1, -(-lines // self.frame_stride))
 
     def frame_range(self, item: Item):
         from fbnet_tf import video

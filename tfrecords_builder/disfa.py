@@ -53,7 +53,8 @@ class Disfa(Builder):
     HINTS = {Reason.MISSING_FILE: "camera=right reads Video_RightCamera/ (or Videos_RightCamera/); camera=left "
                                   "Videos_LeftCamera/: check that the camera's folder and its videos are there"}
     OPTIONS = {"camera": Option("left", choices=("left", "right", "both")),
-               "threshold": Option(2, minimum=1, maximum=MAX_INTENSITY), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+               "threshold": Option(2, minimum=1, maximum=MAX_INTENSITY), "validation_fraction": 0.15,
+               "test_fraction": 0.15, "seed": 0}
 
     def list_items(self):
         camera = self.option_choice("camera", ("left", "right", "both"))

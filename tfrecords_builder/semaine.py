@@ -109,7 +109,8 @@ class Semaine(Builder):
     SEGMENT_FRAMES = 500  # a recording is built in ranges of 500 frames, so that every worker has work
     HINTS = {Reason.MISSING_FILE: "FERA 2015 puts the frame-range file beside the recording's folder "
                                   "(SEMAINE-Sessions/<rec>.txt) or inside it: check that it is there"}
-    OPTIONS = {"fps": Option(0.0, minimum=0.0, maximum=1000.0), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    OPTIONS = {"fps": Option(0.0, minimum=0.0, maximum=1000.0), "validation_fraction": 0.15, "test_fraction": 0.15,
+               "seed": 0}
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path if any (train 85/15 by session, devel -> test), else seeded 70/15/15."""

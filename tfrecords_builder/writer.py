@@ -2,9 +2,14 @@
 write the shards atomically, resume, and account for every skipped input in `manifest.json`.
 
 Determinism: items are sorted by key within their split and cut into contiguous shards; results come back in
-item order whatever the number of workers, and the parent encodes them with sorted feature keys, so the bytes of every shard depend on the input and the arguments only, never on
+item order (a long video's frame ranges in frame order) whatever the number of workers, and the parent encodes
+them with sorted feature keys, so the bytes of every shard depend on the input and the arguments only, never on
 `workers`. Resume: each finished shard leaves a small state file (fingerprint of its items and of the arguments,
-its sha256, counts and skips) under `<out>/.shards/`; a rerun keeps a shard whose file still has that checksum.
+its sha256, counts, skips, and the size and mtime of every file its examples read) under `<out>/.shards/`; a rerun
+keeps a shard whose file still has that checksum and whose inputs are unchanged (`force` rebuilds all).
+Accounting: labelled inputs = written + skipped (`manifest["accounting"]`); a build that writes nothing or skips
+more than half of its inputs raises `PartialBuild` unless `allow_partial`. One build at a time holds `<out>/.lock`,
+and a folder holds one database's build.
 """
 from __future__ import annotations
 
