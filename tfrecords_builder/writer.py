@@ -27,7 +27,7 @@ import numpy as np
 
 from fbnet_tf.labels import AU_NAMES, COMPOUND_EXPRESSIONS, EXPRESSIONS
 from fbnet_tf.records import SPLITS, encode_example
-from tfrecords_builder.base import SHARDS, SKIP_HINTS, WORKERS, Builder, Item, Reason, Skip, UsageError
+from tfrecords_builder.base import SHARDS, SKIP_HINTS, WORKERS, Builder, Item, Reason, Skip
 from tfrecords_builder.registry import get_builder
 
 MANIFEST = "manifest.json"
