@@ -346,9 +346,9 @@ class Slow(Builder):
 
 
 def start_slow_build(tmp_path, out, workers):
-    (tmp_path / "slow_builder.py").write_text(SLOW_BUILDER)
+    (tmp_path / "slow_faults_builder.py").write_text(SLOW_BUILDER)
     script = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {os.getcwd()!r}]\n"
-              "from slow_builder import Slow\nfrom tfrecords_builder import build\n"
+              "from slow_faults_builder import Slow\nfrom tfrecords_builder import build\n"
               f"if __name__ == '__main__':\n"
               f"    build(Slow, {str(tmp_path)!r}, {str(out)!r}, image_size=16, progress=False, workers={workers})\n")
     (tmp_path / "run_slow.py").write_text(script)
@@ -423,7 +423,7 @@ def test_two_builds_at_once_the_second_is_told_the_folder_is_held(tmp_path, monk
         while not (out / ".lock").exists() and time.time() < deadline and process.poll() is None:
             time.sleep(0.02)
         monkeypatch.syspath_prepend(str(tmp_path))
-        from slow_builder import Slow
+        from slow_faults_builder import Slow
 
         with pytest.raises(BuildError, match=rf"another build \(PID {process.pid}\) is writing"):
             build(Slow, tmp_path, out, image_size=16, progress=False)
