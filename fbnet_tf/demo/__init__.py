@@ -38,9 +38,12 @@ def _call(job):
     return function(*args)
 
 
-def _init_worker():
+def _init_worker(parent_pid):
     import cv2
 
+    from fbnet_tf.processes import exit_with_parent
+
+    exit_with_parent(parent_pid)  # a killed `demo render` must not leave its workers running
     cv2.setNumThreads(1)  # the pool provides the parallelism
 
 
@@ -52,7 +55,8 @@ def _run(jobs: list, workers: int, desc: str) -> list:
         return [_call(job) for job in tqdm(jobs, desc=desc, unit="job")]
     context = multiprocessing.get_context("spawn")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(os.getpid(),)) as pool:
         # chunksize 1: a chunk holding several videos would keep one worker busy while the other idles.
         return list(tqdm(pool.map(_call, jobs, chunksize=1), total=len(jobs), desc=desc, unit="job"))
 
