@@ -32,7 +32,7 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],  # tf2onnx 1.16 pins protobuf~=3.20 (TensorFlow 2.21 needs newer)
         "dev": [
             "pytest>=8",
             "scikit-learn>=1.3",

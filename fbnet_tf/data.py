@@ -48,9 +48,27 @@ def _read_manifest(record_dir: str) -> dict:
         return {}
     with open(path, encoding="utf-8") as f:
         try:
-            return json.load(f)
+            manifest = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from err
+    _check_manifest_covers_shards(record_dir, manifest)
+    return manifest
+
+
+def _check_manifest_covers_shards(record_dir: str, manifest: dict) -> None:
+    """A folder's manifest sizes its epochs: shards it does not list (another database built into the same folder,
+    an older build's leftovers) would be read but not counted. ValueError naming them."""
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not all(isinstance(e, dict) and "shards" in e for e in splits.values()):
+        return  # a manifest without shard lists (hand-written): nothing to compare
+    listed = {shard.get("file") for entry in splits.values() for shard in entry["shards"]}
+    unlisted = sorted(name for name in map(os.path.basename, glob.glob(os.path.join(record_dir, "*.tfrecord*")))
+                      if name not in listed)
+    if unlisted:
+        raise ValueError(f"{record_dir}: {len(unlisted)} shard file(s) that its manifest.json "
+                         f"({manifest.get('database', '?')}) does not list: {', '.join(unlisted[:5])}"
+                         f"{' ...' if len(unlisted) > 5 else ''}; a record folder holds one database's build "
+                         "(move them to their own folder, or rebuild)")
 
 
 def _manifest_split(manifest: dict, split: str) -> dict | None:

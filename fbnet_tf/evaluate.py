@@ -22,7 +22,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from fbnet_tf import metrics, plots
+if __name__ == "__main__":  # the command line: TensorFlow's import-time notices stay off the terminal
+    from fbnet_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+from fbnet_tf import cli, metrics, plots  # noqa: E402
 from fbnet_tf.data import evaluation_dataset, record_count, record_files
 from fbnet_tf.labels import AU_NAMES, CELEBA_ATTRIBUTES, EXPRESSIONS, VA_NAMES, parse_au_number
 
@@ -382,8 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="the run directory (model, config.yaml); results go here")
     parser.add_argument("--data", nargs="+", metavar="DIR",
                         help="TFRecord directories (default: the record dirs the run trained on)")
-    parser.add_argument("--split", help="split to score (default: test where a directory has one, else validation)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--split", choices=("train", "validation", "test"),
+                        help="split to score (default: test where a directory has one, else validation)")
+    parser.add_argument("--batch-size", type=cli.integer(1), default=64)
+    parser.add_argument("--model", help="the model to score: a .keras file or a checkpoint such as "
+                                        "<run-dir>/checkpoints/best.weights.h5 (default: the run's model.keras)")
     parser.add_argument("--compare", nargs="+", metavar="NAME=RUN_DIR",
                         help="compare evaluated runs on V-A (FATAUVA-Net Figures 9-10), e.g. FATAUVA_Reg=runs/reg "
                              "FATAUVA_Cls=runs/cls FATVA=runs/fatva; writes into --out")
@@ -406,11 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fbnet_tf import runs
 
-    cfg = runs.load_config(args.run_dir)
-    data_dirs = args.data or cfg.data.all_record_dirs()
+    cli.quiet_tensorflow()
+    data_dirs = args.data or runs.load_config(args.run_dir).data.all_record_dirs()
     if not data_dirs:
         parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
-    model = runs.load_inference_model(args.run_dir)
+    try:
+        model = runs.load_inference_model(args.model or args.run_dir)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     report = evaluate(model, data_dirs, split=args.split, out_dir=args.run_dir, batch_size=args.batch_size,
                       row_name=os.path.basename(os.path.normpath(args.run_dir)))
     print(f"wrote {os.path.join(args.run_dir, 'evaluation.json')} and {len(report['figures'])} figures",

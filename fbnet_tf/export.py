@@ -4,11 +4,14 @@
 
 Layout written under `--out` (default `<run-dir>/export`):
 
-    <model_name>/<version>/                     TF Serving model (saved_model.pb, variables/, assets/labels.json,
+    <model_name>/<n>/                           TF Serving model (saved_model.pb, variables/, assets/labels.json,
                                                 assets.extra/tf_serving_warmup_requests)
-    tflite/<model_name>_{fp32,dynamic,float16,int8}.tflite, tflite/labels.json
-    onnx/<model_name>.onnx, onnx/labels.json
-    parity.json                                 every converted file against the SavedModel on held-out images
+    tflite/<n>/<model_name>_{fp32,dynamic,float16,int8}.tflite, tflite/<n>/labels.json
+    onnx/<n>/<model_name>.onnx, onnx/<n>/labels.json
+    parity-<n>.json                             every converted file against the SavedModel on held-out images
+
+Each export is a new version n (the next free one, or `--version`): nothing of an earlier version is replaced, and
+an export that fails leaves nothing behind (it is built in a scratch folder and moved into place at the end).
 
 SavedModel signatures:
   serving_default  images: uint8 [N, H, W, 3] aligned face crops of any size -> valence_arousal [N,2],
@@ -28,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fbnet_tf import cli
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
 from fbnet_tf.records import SPLITS
 
@@ -460,19 +465,26 @@ def convert_onnx(version_dir, path, opset: int = 17) -> Path:
 
 def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", version: int | None = None,
            representative=None, tflite_variants=TFLITE_VARIANTS, model=None) -> dict:
-    """Export a run; returns {"savedmodel": dir, "tflite": {variant: file}, "onnx": file, "parity": report}.
+    """Export a run as version `version` (default: the next free one); returns {"savedmodel": dir,
+    "tflite": {variant: file}, "onnx": file, "parity": report, "parity_file": path, "version": n}.
 
     `representative`: record dirs for int8 calibration and the held-out parity images (default: the run's training
     record dirs). `model` overrides the run's model (the run dir then only names where to write).
-    Every converted file is checked against the SavedModel; `parity.json` lands in `out`.
+    Every converted file is checked against the SavedModel; the report lands in `out/parity-<n>.json`. Everything
+    is built in a scratch folder inside `out` and moved into place only when all of it passed: a failed export
+    (a conversion error, a ParityError) leaves no version behind.
     """
-    if isinstance(formats, str):
-        formats = formats.split(",")
-    formats = [name.strip() for name in formats if name.strip()]
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown formats {sorted(unknown)}; expected some of {FORMATS}")
+    formats, tflite_variants = check_choices(formats, tflite_variants)
     out = Path(out) if out else Path(run_dir) / "export"
+    if version is None:
+        version = next_version(out, model_name)
+    elif version < 1:
+        raise ValueError(f"version={version}: expected an integer >= 1")
+    finals = version_paths(out, model_name, version)
+    taken = [str(p) for p in finals.values() if p.exists()]
+    if taken:
+        raise FileExistsError(f"version {version} exists already ({', '.join(taken)}); pick another --version "
+                              "or --out")
     model = model if model is not None else load_model(run_dir)
     size = model_input_size(model)
     if representative is None:
@@ -481,24 +493,78 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
         record_dirs = [str(d) for d in ([representative] if isinstance(representative, (str, Path))
                                         else representative)]
     calibration, held = calibration_and_holdout(record_dirs, size)
-    model_root = out / model_name
-    if version is None:
-        existing = [int(p.name) for p in model_root.glob("*") if p.name.isdigit()]
-        version = max(existing, default=0) + 1
-    version_dir = model_root / str(version)
-    result = {"savedmodel": None, "tflite": {}, "onnx": None}
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=out))
+    try:
+        report = _build_version(model, scratch, out, model_name, version, formats, tflite_variants, record_dirs,
+                                calibration, held)
+        moved = {key: path for key, path in version_paths(scratch, model_name, version).items() if path.exists()}
+        for key, path in moved.items():  # the SavedModel last: the next export numbers versions by all four
+            finals[key].parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, finals[key])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(parity_table(report))
+    return {"savedmodel": finals["savedmodel"], "version": version, "parity_file": finals["parity"],
+            "tflite": {v: finals["tflite"] / f"{model_name}_{v}.tflite" for v in tflite_variants
+                       if "tflite" in formats},
+            "onnx": finals["onnx"] / f"{model_name}.onnx" if "onnx" in formats else None, "parity": report}
+
+
+def check_choices(formats, tflite_variants) -> tuple[list[str], list[str]]:
+    """The formats and TFLite variants as lists; ValueError naming any unknown one (before any work)."""
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    if isinstance(tflite_variants, str):
+        tflite_variants = tflite_variants.split(",")
+    formats = [name.strip() for name in formats if name.strip()]
+    tflite_variants = [name.strip() for name in tflite_variants if name.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats {formats}: expected some of {', '.join(FORMATS)}")
+    unknown = sorted(set(tflite_variants) - set(TFLITE_VARIANTS))
+    if unknown:
+        raise ValueError(f"TFLite variants {unknown}: expected some of {', '.join(TFLITE_VARIANTS)}")
+    return formats, tflite_variants
+
+
+def version_paths(out, model_name: str, version: int) -> dict[str, Path]:
+    """Where version `version` lives: its SavedModel (TF Serving layout), TFLite and ONNX folders, parity report.
+    Ordered so that the SavedModel comes last."""
+    out = Path(out)
+    return {"tflite": out / "tflite" / str(version), "onnx": out / "onnx" / str(version),
+            "parity": out / f"parity-{version}.json", "savedmodel": out / model_name / str(version)}
+
+
+def next_version(out, model_name: str) -> int:
+    """One more than the highest version any part of an export in `out` holds (1 for a fresh folder)."""
+    out = Path(out)
+    taken = [int(p.name) for folder in (out / model_name, out / "tflite", out / "onnx") if folder.is_dir()
+             for p in folder.iterdir() if p.name.isdigit()]
+    taken += [int(p.stem.split("-", 1)[1]) for p in out.glob("parity-*.json") if p.stem.split("-", 1)[1].isdigit()]
+    return max(taken, default=0) + 1
+
+
+def _build_version(model, root: Path, out: Path, model_name: str, version: int, formats, tflite_variants,
+                   record_dirs, calibration, held) -> dict:
+    """Write every file of one version under `root` (a scratch folder); return the parity report, whose paths
+    name where the files will be once moved to `out`."""
+    paths = version_paths(root, model_name, version)
+    size = model_input_size(model)
     report = {"model": model_name, "version": version, "input_size": size, "parity_images": len(held),
               "record_dirs": record_dirs, "files": {}}
+
+    def final(path: Path) -> str:
+        return str(out / path.relative_to(root))
 
     # The SavedModel is the reference every other format is checked against, so it is always written.
     # Warm-up requests carry real crops at their stored size (112), so they exercise the in-graph resize too.
     warmup = np.clip(np.round(record_images(record_files(record_dirs), 112, 8, model_view=False)), 0,
                      255).astype(np.uint8)
-    save_savedmodel(model, version_dir, warmup, model_name)
-    result["savedmodel"] = version_dir
+    version_dir = save_savedmodel(model, paths["savedmodel"], warmup, model_name)
     reference = run_batched(savedmodel_runner(version_dir), held)
     keras_outputs = {k: np.asarray(v) for k, v in model.predict(held, verbose=0).items()}
-    report["files"]["savedmodel"] = {"path": str(version_dir), "bytes": _dir_bytes(version_dir),
+    report["files"]["savedmodel"] = {"path": final(version_dir), "bytes": _dir_bytes(version_dir),
                                      "parameter_bytes": _parameter_bytes(model),
                                      **check_parity("SavedModel vs Keras", "fp32", keras_outputs, reference)}
 
@@ -506,30 +572,27 @@ def export(run_dir, formats=FORMATS, out=None, model_name: str = "fbnet", versio
     if "tflite" in formats:
         from tqdm import tqdm
 
-        (out / "tflite").mkdir(parents=True, exist_ok=True)
-        (out / "tflite" / "labels.json").write_text(labels_json)  # the files carry no names: predict reads these
+        paths["tflite"].mkdir(parents=True, exist_ok=True)
+        (paths["tflite"] / "labels.json").write_text(labels_json)  # the files carry no names: predict reads these
         for variant in tqdm(tflite_variants, desc="TFLite", unit="variant"):
-            path = out / "tflite" / f"{model_name}_{variant}.tflite"
+            path = paths["tflite"] / f"{model_name}_{variant}.tflite"
             path.parent.mkdir(parents=True, exist_ok=True)
             started = time.time()
             path.write_bytes(convert_tflite(version_dir, variant, calibration))
             candidate = run_batched(tflite_runner(path), held)
             report["files"][f"tflite_{variant}"] = {
-                "path": str(path), "bytes": path.stat().st_size, "convert_seconds": round(time.time() - started, 1),
-                **check_parity(str(path), variant, reference, candidate)}
-            result["tflite"][variant] = path
+                "path": final(path), "bytes": path.stat().st_size,
+                "convert_seconds": round(time.time() - started, 1),
+                **check_parity(f"TFLite {variant} (version {version})", variant, reference, candidate)}
     if "onnx" in formats:
-        (out / "onnx").mkdir(parents=True, exist_ok=True)
-        (out / "onnx" / "labels.json").write_text(labels_json)
-        path = convert_onnx(version_dir, out / "onnx" / f"{model_name}.onnx")
+        paths["onnx"].mkdir(parents=True, exist_ok=True)
+        (paths["onnx"] / "labels.json").write_text(labels_json)
+        path = convert_onnx(version_dir, paths["onnx"] / f"{model_name}.onnx")
         candidate = run_batched(onnx_runner(path), held)
-        report["files"]["onnx"] = {"path": str(path), "bytes": path.stat().st_size,
-                                   **check_parity(str(path), "onnx", reference, candidate)}
-        result["onnx"] = path
-    (out / "parity.json").write_text(json.dumps(report, indent=1))
-    print(parity_table(report))
-    result["parity"] = report
-    return result
+        report["files"]["onnx"] = {"path": final(path), "bytes": path.stat().st_size,
+                                   **check_parity(f"ONNX (version {version})", "onnx", reference, candidate)}
+    paths["parity"].write_text(json.dumps(report, indent=1))
+    return report
 
 
 def parity_table(report: dict) -> str:
@@ -543,26 +606,44 @@ def parity_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """0 exported, 1 the export failed (no version left behind), 2 a usage error."""
     parser = argparse.ArgumentParser(prog="python -m fbnet_tf.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, help="run directory holding config.yaml and model.keras")
+    parser.add_argument("--model", help="the model to export: a .keras file or a checkpoint such as "
+                                        "<run-dir>/checkpoints/last.weights.h5 (default: the run's model.keras)")
     parser.add_argument("--formats", default="savedmodel,tflite", help=f"comma-separated subset of {FORMATS}")
     parser.add_argument("--out", help="output directory (default: <run-dir>/export)")
     parser.add_argument("--model-name", default="fbnet")
-    parser.add_argument("--version", type=int, help="TF Serving version number (default: next free)")
+    parser.add_argument("--version", type=cli.integer(1), help="TF Serving version number (default: next free)")
     parser.add_argument("--representative", action="append",
                         help="record dir for int8 calibration and parity (repeatable; default: the run's)")
     parser.add_argument("--tflite-variants", default=",".join(TFLITE_VARIANTS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    result = export(args.run_dir, args.formats, args.out, args.model_name, args.version, args.representative,
-                    [v for v in args.tflite_variants.split(",") if v])
+    try:
+        formats, variants = check_choices(args.formats, args.tflite_variants)
+    except ValueError as error:
+        parser.error(str(error))
+    for folder in [args.run_dir, *(args.representative or [])]:
+        if not Path(folder).is_dir():
+            parser.error(f"{folder}: no such folder")
+    cli.quiet_tensorflow()
+    try:
+        model = load_model(args.model or args.run_dir)
+        result = export(args.run_dir, formats, args.out, args.model_name, args.version, args.representative,
+                        variants, model=model)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:  # ParityError included
+        print(f"error: {error}", file=sys.stderr)
+        return cli.FAILED
     print(f"SavedModel: {result['savedmodel']}")
     for variant, path in result["tflite"].items():
         print(f"TFLite {variant}: {path}")
     if result["onnx"]:
         print(f"ONNX: {result['onnx']}")
+    print(f"parity report: {result['parity_file']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

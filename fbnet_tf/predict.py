@@ -1,12 +1,15 @@
 """Facial behaviour of every face in an image, a folder of images or a video: one CSV row per face per frame.
 
     python -m fbnet_tf.predict photo.jpg --model runs/demo/export/fbnet
-    python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/fbnet_dynamic.tflite --annotate --every 5
+    python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/1/fbnet_dynamic.tflite --annotate --every 5
 
 Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
 crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel
-(a version dir or a TF Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are read one at a time, so
-memory stays flat however long the video. Unreadable inputs are logged and listed in `errors.csv`, not fatal.
+(a version dir or a TF Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are
+read one at a time, so memory stays flat however long the video; faces in a large frame are found on a copy at most
+`detect_max_side` pixels wide and aligned from the original. Every input without a row (unreadable, unsupported,
+a subfolder, an image without a face) is listed in `errors.csv` with its reason. The inputs and the model are
+checked before `--out` is touched, and `predictions.csv` / `errors.csv` are replaced only by complete files.
 
     from fbnet_tf import Predictor
     table = Predictor("runs/demo/export/fbnet").predict("photo.jpg")   # a pandas DataFrame, one row per face
@@ -18,6 +21,7 @@ import csv
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,7 +29,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from fbnet_tf import images, video
+from fbnet_tf import cli, images, video
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ FACE_COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score")
 COLUMNS = (*FACE_COLUMNS, *VA_NAMES, "top_expression", *EXPRESSIONS, *AU_NAMES)
 OUTPUT_ORDER = ("valence_arousal", "expression", "action_units", "attributes")
 ERROR_COLUMNS = ("file", "frame", "reason")
+DETECT_MAX_SIDE = 1920  # larger frames are searched for faces at this size (MTCNN's pyramid needs GBs at 6000 px)
 
 
 @dataclass
@@ -143,12 +148,30 @@ def _savedmodel_dir(path: Path) -> Path | None:
 
 def input_files(path) -> list[Path]:
     """The image and video files `path` names: itself, or a folder's (sorted, not recursive)."""
+    return scan_inputs(path)[0]
+
+
+def scan_inputs(path) -> tuple[list[Path], list[dict]]:
+    """(image and video files, error rows for what a folder holds besides them: other file types, subfolders).
+
+    A folder is not searched recursively. FileNotFoundError when `path` does not exist."""
     path = Path(path)
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    return [path]
+    if not path.is_dir():
+        return [path], []
+    files, skipped = [], []
+    for entry in sorted(path.iterdir()):
+        if entry.is_dir():
+            skipped.append({"file": str(entry), "frame": 0,
+                            "reason": "subfolder: folders inside the input folder are not searched"})
+        elif entry.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+            files.append(entry)
+        else:
+            skipped.append({"file": str(entry), "frame": 0, "reason": f"unsupported_file: "
+                            f"{entry.suffix or 'no extension'} is not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                            f" or a video ({', '.join(sorted(VIDEO_EXTENSIONS))})"})
+    return files, skipped
 
 
 def read_frames(path: Path, every: int = 1) -> Iterator[Frame]:
@@ -180,15 +203,22 @@ class Predictor:
     """Detect, align and analyse every face: `Predictor(model_path).predict(image_or_frames) -> DataFrame`.
 
     `model_path`: a SavedModel (version dir or TF Serving model root), `.tflite`, `.onnx`, run dir or `.keras`.
-    After each call, `errors` is a DataFrame (file, frame, reason) of the inputs that could not be read.
+    After each call, `errors` is a DataFrame (file, frame, reason) of the inputs that gave no row: unreadable
+    files and frames, and still images without a face (video frames without one are only counted, in
+    `frames_without_face`). `frames_read` counts the frames decoded.
+    `detect_max_side`: faces are searched on a copy of each frame scaled down to this many pixels on its longer
+    side (None: at full size); the crops are always aligned from the full-size frame.
     """
 
-    def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9):
+    def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9,
+                 detect_max_side: int | None = DETECT_MAX_SIDE):
         self.model = _Model(model_path)
         self.columns = columns_for(self.model.labels)
         self.batch_size = batch_size
         self.min_face_score = min_face_score
+        self.detect_max_side = detect_max_side
         self.errors = None
+        self.frames_read = self.frames_without_face = 0
 
     def predict(self, image_or_frames, every: int = 1, annotate_dir=None):
         """Rows (columns `COLUMNS`) for every face in: a path (image, video or folder), an RGB uint8 image
@@ -204,16 +234,22 @@ class Predictor:
     def iter_rows(self, image_or_frames, every: int = 1, annotate_dir=None, errors=None,
                   progress: bool = False) -> Iterator[dict]:
         """`predict`, one row at a time (for long videos: nothing accumulates); unreadable inputs go to `errors`."""
-        frames, total = _frames_of(image_or_frames, every)
+        frames, total, skipped = _frames_of(image_or_frames, every)
+        for row in skipped:
+            log.warning("%s: %s", row["file"], row["reason"])
+        if errors is not None:
+            errors.extend(skipped)
         if progress:
             from tqdm import tqdm
 
             frames = tqdm(frames, total=total or None, unit="frame", desc="predict")
         writer = _AnnotationWriter(annotate_dir, every) if annotate_dir else None
         pending: list[tuple[Frame, list]] = []
+        self.frames_read = self.frames_without_face = 0
         try:
             for frame in frames:
                 if not frame.error:
+                    self.frames_read += 1
                     try:
                         faces = self._faces(frame.image)
                     except Exception as error:  # one odd frame (e.g. a 2x2 image) must not end a long run
@@ -223,6 +259,11 @@ class Predictor:
                     if errors is not None:
                         errors.append({"file": frame.file, "frame": frame.index, "reason": frame.error})
                     continue
+                if not faces:
+                    self.frames_without_face += 1
+                    if errors is not None and _is_still(frame):
+                        errors.append({"file": frame.file, "frame": frame.index,
+                                       "reason": f"no_face: no face scored >= {self.min_face_score}"})
                 pending.append((frame, faces))
                 # Flush on crops or on frames, so frames without faces cannot pile up either.
                 if sum(len(faces) for _, faces in pending) >= self.batch_size or len(pending) >= self.batch_size:
@@ -236,8 +277,17 @@ class Predictor:
     def _faces(self, image) -> list:
         from fbnet_tf import face
 
-        return [(found, face.align(image, found.landmarks, CROP_SIZE))
-                for found in face.detect(image, min_score=self.min_face_score)]
+        height, width = image.shape[:2]
+        search = image
+        if self.detect_max_side and max(height, width) > self.detect_max_side:
+            ratio = self.detect_max_side / max(height, width)
+            search = cv2.resize(image, (max(1, round(width * ratio)), max(1, round(height * ratio))),
+                                interpolation=cv2.INTER_AREA)
+        sx, sy = width / search.shape[1], height / search.shape[0]
+        found = [face.Face(box=(x * sx, y * sy, w * sx, h * sy), landmarks=f.landmarks * np.float32([sx, sy]),
+                           score=f.score)
+                 for f in face.detect(search, min_score=self.min_face_score) for x, y, w, h in [f.box]]
+        return [(f, face.align(image, f.landmarks, CROP_SIZE)) for f in found]
 
     def _flush(self, pending, writer) -> Iterator[dict]:
         crops = [crop for _, faces in pending for _, crop in faces]
@@ -254,6 +304,11 @@ class Predictor:
             yield from rows
 
 
+def _is_still(frame: Frame) -> bool:
+    """A frame that is a whole input (an image file or array), not one of a video's or a stream's."""
+    return frame.file != "<frames>" and Path(frame.file).suffix.lower() not in VIDEO_EXTENSIONS
+
+
 def _row(frame: Frame, found, outputs: dict, labels: dict, columns) -> dict:
     x, y, w, h = found.box
     row = {"file": frame.file, "frame": frame.index, "time": frame.time, "x": x, "y": y, "w": w, "h": h,
@@ -268,17 +323,18 @@ def _row(frame: Frame, found, outputs: dict, labels: dict, columns) -> dict:
     return row
 
 
-def _frames_of(source, every: int) -> tuple[Iterable[Frame], int]:
-    """(frames, expected count) of a path, an image array, or an iterable of image arrays."""
+def _frames_of(source, every: int) -> tuple[Iterable[Frame], int, list[dict]]:
+    """(frames, expected count, error rows of a folder's other entries) of a path, an image array, or an
+    iterable of image arrays."""
     if isinstance(source, np.ndarray) and source.ndim == 3:
-        return [Frame("<array>", 0, 0.0, _as_rgb_uint8(source))], 1
+        return [Frame("<array>", 0, 0.0, _as_rgb_uint8(source))], 1, []
     if isinstance(source, (str, os.PathLike)):
-        files = input_files(source)
+        files, skipped = scan_inputs(source)
         total = sum(video.frame_count(f, every) if f.suffix.lower() in VIDEO_EXTENSIONS else 1 for f in files)
-        return (frame for f in files for frame in read_frames(f, every)), total
+        return (frame for f in files for frame in read_frames(f, every)), total, skipped
     frames = (Frame("<frames>", i, math.nan, _as_rgb_uint8(image))
               for i, image in enumerate(source) if i % every == 0)
-    return frames, -(-len(source) // every) if hasattr(source, "__len__") else 0
+    return frames, -(-len(source) // every) if hasattr(source, "__len__") else 0, []
 
 
 def _as_rgb_uint8(image) -> np.ndarray:
@@ -325,39 +381,75 @@ class _AnnotationWriter:
 
 # ---------------------------------------------------------------- CLI
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """0: rows written; 1: no input could be processed (--out left as it was); 2: a usage error."""
     parser = argparse.ArgumentParser(prog="python -m fbnet_tf.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="an image, a folder of images/videos, or a video")
     parser.add_argument("--model", required=True, help="SavedModel dir, .tflite, .onnx, run dir or .keras")
     parser.add_argument("--out", default="fbnet_predictions", help="output folder (predictions.csv, errors.csv)")
     parser.add_argument("--annotate", action="store_true", help="also write annotated images/videos")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--every", type=int, default=1, help="keep every N-th video frame")
-    parser.add_argument("--min-face-score", type=float, default=0.9)
+    parser.add_argument("--batch-size", type=cli.integer(1), default=32)
+    parser.add_argument("--every", type=cli.integer(1), default=1, help="keep every N-th video frame")
+    parser.add_argument("--min-face-score", type=cli.number(0, 1), default=0.9)
+    parser.add_argument("--detect-max-side", type=cli.integer(0), default=DETECT_MAX_SIDE,
+                        help="search faces on frames scaled down to this longer side (0: full size); crops are "
+                             "aligned from the full-size frame")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.every < 1 or args.batch_size < 1:
-        parser.error("--every and --batch-size must be >= 1")
+    cli.quiet_tensorflow()
 
+    # Everything that can be refused is refused before --out is touched.
+    try:
+        files, _ = scan_inputs(args.input)
+        if not files:
+            parser.error(f"{args.input}: holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or video "
+                         f"({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        predictor = Predictor(args.model, args.batch_size, args.min_face_score, args.detect_max_side or None)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(args.model, args.batch_size, args.min_face_score)
     errors: list[dict] = []
     faces = 0
-    with open(out / "predictions.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=predictor.columns)
-        writer.writeheader()
-        for row in predictor.iter_rows(args.input, args.every, out / "annotated" if args.annotate else None,
-                                       errors, progress=True):
-            writer.writerow(row)
-            faces += 1
-    with open(out / "errors.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ERROR_COLUMNS)
-        writer.writeheader()
-        writer.writerows(errors)
-    print(f"{faces} face rows -> {out / 'predictions.csv'}; {len(errors)} unreadable inputs -> "
-          f"{out / 'errors.csv'}" + (f"; annotated -> {out / 'annotated'}" if args.annotate else ""))
+    predictions = _partial(out / "predictions.csv")
+    try:
+        with open(predictions, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=predictor.columns)
+            writer.writeheader()
+            for row in predictor.iter_rows(args.input, args.every, out / "annotated" if args.annotate else None,
+                                           errors, progress=True):
+                writer.writerow(row)
+                faces += 1
+        if predictor.frames_read == 0:
+            print(f"error: none of the inputs in {args.input} could be read ({len(errors)} listed above); "
+                  f"{out} left as it was", file=sys.stderr)
+            return cli.FAILED
+        failures = _partial(out / "errors.csv")
+        with open(failures, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ERROR_COLUMNS)
+            writer.writeheader()
+            writer.writerows(errors)
+        os.replace(failures, out / "errors.csv")
+        os.replace(predictions, out / "predictions.csv")
+    finally:
+        for path in out.glob(f"*{_PARTIAL}"):
+            path.unlink(missing_ok=True)
+    print(f"{faces} face rows from {predictor.frames_read} frames -> {out / 'predictions.csv'}; "
+          f"{len(errors)} inputs without a row -> {out / 'errors.csv'}"
+          + (f" ({predictor.frames_without_face} frames had no face)" if predictor.frames_without_face else "")
+          + (f"; annotated -> {out / 'annotated'}" if args.annotate else ""))
+    return 0
+
+
+_PARTIAL = f".partial-{os.getpid()}"
+
+
+def _partial(path: Path) -> Path:
+    """Where a result file is written before it replaces `path` whole (same folder, so the rename is atomic)."""
+    return path.with_name(path.name + _PARTIAL)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -189,3 +189,34 @@ def decode_example(serialized: bytes) -> dict:
     for key in ("source", "split", "sample_id", "subject", "expr_native_name"):
         parsed[key] = parsed[key].decode()
     return parsed
+
+
+def damaged_record(path) -> str | None:
+    """Where a TFRecord file is cut short or corrupt, in words ("truncated record at byte N ..."), or None.
+
+    TensorFlow's DataLossError names no file; this finds the one. The framing (uint64 length, uint32 CRC, data,
+    uint32 CRC per record) is walked first, by seeking; then TensorFlow reads every record to check the CRCs.
+    """
+    import os
+    import struct
+
+    import tensorflow as tf
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        offset = 0
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(12)
+            if len(header) < 12:
+                return f"truncated record at byte {offset} (the file ends inside its header, {size} bytes)"
+            end = offset + 12 + struct.unpack("<Q", header[:8])[0] + 4
+            if end > size:
+                return f"truncated record at byte {offset} (it needs {end - offset} bytes, the file ends at {size})"
+            offset = end
+    try:
+        for _ in tf.data.TFRecordDataset(str(path)):
+            pass
+    except tf.errors.DataLossError as error:
+        return f"corrupt record ({str(error).splitlines()[0]})"
+    return None

@@ -90,8 +90,10 @@ def load_inference_model(run_dir_or_file: str | os.PathLike):
     if path.is_dir():
         path = run_dir(path).model
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no final model yet (training unfinished?); pass a checkpoint such as "
-                                    f"{path.parent / CHECKPOINTS_DIR / 'last.weights.h5'} instead")
+            checkpoints = sorted(str(p) for p in (path.parent / CHECKPOINTS_DIR).glob("*.weights.h5"))
+            raise FileNotFoundError(f"{path}: no final model yet (training unfinished?); " + (
+                f"pass a checkpoint instead (--model {checkpoints[0]})" if checkpoints
+                else "and no checkpoint either: no epoch has finished"))
     if path.name.endswith(".weights.h5"):
         return _from_checkpoint(path)
     if not path.is_file():
@@ -215,5 +217,14 @@ def best_logged(run_dir_path: str | os.PathLike, column: str) -> float | None:
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
-        values = [float(row[column]) for row in csv.DictReader(handle) if row.get(column) not in (None, "")]
+        values = [_number(row.get(column)) for row in csv.DictReader(handle)]
+    values = [v for v in values if v is not None]  # CSVLogger writes "NA" for epochs without validation
     return min(values) if values else None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value else None

@@ -15,6 +15,7 @@ holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -25,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from fbnet_tf import cli
 from fbnet_tf import config as config_lib
 from fbnet_tf import runs
 
@@ -101,7 +103,7 @@ def use_jit(setting) -> bool:
 
 # ------------------------------------------------------------------------------------------------ callbacks
 
-def _stop_on_nan_callback():
+def _stop_on_nan_callback(run: runs.RunDir):
     import keras
     import numpy as np
 
@@ -119,7 +121,7 @@ def _stop_on_nan_callback():
                     f"loss term {', '.join(repr(t) for t in terms)} became "
                     f"{'NaN' if any(math.isnan(values[k]) for k in bad) else 'infinite'} at epoch "
                     f"{self._epoch + 1}, batch {batch + 1} (logged {', '.join(f'{k}={values[k]}' for k in bad)}); "
-                    f"training stopped, the last good state is in the run's backup/ and checkpoints/")
+                    f"training stopped, {_saved_state(run)}")
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
@@ -127,8 +129,37 @@ def _stop_on_nan_callback():
     return StopOnNaN()
 
 
-def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | None = None) -> list:
-    """NaN guard, checkpoints, CSV, TensorBoard, then the backup.
+def _saved_state(run: runs.RunDir) -> str:
+    """Where the last good state of a stopped run is, naming only files that exist."""
+    done = runs.completed_epochs(run.root)
+    if not done:
+        return "no epoch had finished, so nothing was saved"
+    last = run.checkpoints / "last.weights.h5"
+    return (f"the state after epoch {done} is in {run.backup} (a rerun resumes from it)"
+            + (f" and its weights in {last}" if last.is_file() else ""))
+
+
+def _resume_callback(backup_dir: Path, learning_rate: float):
+    import keras
+
+    class ResumeAsConfigured(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore, then the config's learning rate over the restored optimizer: the backup holds the
+        first run's rate, and a rerun with another `trainer.learning_rate` (written to config.yaml) trains at it."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            optimizer = self.model.optimizer
+            restored = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            if restored != learning_rate:
+                log.info("learning rate %g (trainer.learning_rate) replaces the backup's %g", learning_rate, restored)
+                optimizer.learning_rate = learning_rate
+
+    return ResumeAsConfigured(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
+
+
+def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | None = None,
+                  learning_rate: float | None = None) -> list:
+    """NaN guard, checkpoints, CSV, TensorBoard, then the backup (restoring, then setting `learning_rate`).
 
     The backup runs LAST at each epoch end: a kill between the CSV row and the backup makes the rerun repeat that
     epoch, and `runs.trim_history` drops its old row first; the other order would lose the row for good.
@@ -141,7 +172,7 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
         def set_model(self, model):
             super().set_model(getattr(model, "network", model))
 
-    callbacks = [_stop_on_nan_callback(),
+    callbacks = [_stop_on_nan_callback(run),
                  NetworkCheckpoint(str(run.checkpoints / "last.weights.h5"), save_weights_only=True)]
     if validation:
         callbacks.append(NetworkCheckpoint(str(run.checkpoints / "best.weights.h5"), monitor="val_loss",
@@ -152,8 +183,11 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"))
     else:
         log.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install tensorboard)", run.logs)
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False,
-                                                      double_checkpoint=True))
+    if learning_rate is None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False,
+                                                          double_checkpoint=True))
+    else:
+        callbacks.append(_resume_callback(run.backup, learning_rate))
     return callbacks
 
 
@@ -191,16 +225,62 @@ def datasets(cfg: config_lib.ExperimentConfig, strategy):
 
 # ---------------------------------------------------------------------------------------------------- train
 
-def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None:
-    if not run.config.is_file() or runs.completed_epochs(run.root) == 0:
+def _check_inputs(cfg: config_lib.ExperimentConfig, own_pipeline: bool) -> None:
+    """The files the config names exist (before the run dir is created)."""
+    if cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise config_lib.ConfigError(f"model.weights={cfg.model.weights!r}: no such file (expected "
+                                     "rcmalli_vggface_tf_(notop_)vgg16.h5)")
+    if not own_pipeline:
         return
+    if not cfg.data.all_record_dirs():
+        raise config_lib.ConfigError("data.record_dirs is empty: give the TFRecord folders, e.g. "
+                                     "--set data.record_dirs=[records/affectnet,records/disfa]")
+    missing = [d for d in cfg.data.all_record_dirs() if not Path(d).is_dir()]
+    if missing:
+        key = "data.record_dirs" if not cfg.data.stage_record_dirs else "data.record_dirs / data.stage_record_dirs"
+        raise config_lib.ConfigError(f"{key}: no such folder {', '.join(missing)}")
+
+
+def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None:
+    done = runs.completed_epochs(run.root)
+    if not run.config.is_file() or done == 0:
+        return
+    if cfg.trainer.epochs < done:
+        raise config_lib.ConfigError(f"trainer.epochs={cfg.trainer.epochs}: the run in {run.root} has already "
+                                     f"finished {done} epochs; ask for {done} or more, or use another --run-dir")
     previous = config_lib.to_dict(runs.load_config(run.root))
     current = config_lib.to_dict(cfg)
     changed = [f"{section}.{key}" for section in ("model", "loss") for key in current[section]
                if key != "weights" and previous[section][key] != current[section][key]]
     if changed:
-        raise ValueError(f"{run.config}: the run in {run.root} was started with different {', '.join(changed)}; "
-                         f"its backup cannot resume this config. Use another --run-dir")
+        raise config_lib.ConfigError(f"{run.config}: the run in {run.root} was started with different "
+                                     f"{', '.join(changed)}; its backup cannot resume this config. "
+                                     "Use another --run-dir")
+
+
+@contextlib.contextmanager
+def _damaged_shards_named(cfg: config_lib.ExperimentConfig):
+    """A DataLossError from the record dirs becomes a RuntimeError naming the damaged shard."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        raise RuntimeError(_damaged_records(cfg, error)) from None
+
+
+def _damaged_records(cfg: config_lib.ExperimentConfig, error) -> str:
+    """One line naming the shard behind a DataLossError (TensorFlow's message names none)."""
+    from fbnet_tf import data
+    from fbnet_tf.records import damaged_record
+
+    files = [f for d in cfg.data.all_record_dirs() for f in data.record_files(d, "*")]
+    for path in files:
+        damage = damaged_record(path)
+        if damage:
+            return f"{path}: {damage}; rebuild it with python -m tfrecords_builder (or remove its folder)"
+    return (f"a TFRecord shard is damaged, but none of the {len(files)} shards of data.record_dirs shows it now: "
+            f"{str(error).splitlines()[0]}")
 
 
 def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train_data=None, steps_per_epoch=None,
@@ -219,6 +299,7 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     from fbnet_tf.models import registry
 
     cfg = cfg.validate()
+    _check_inputs(cfg, own_pipeline=train_data is None)
     configure_runtime(cfg.runtime)
     strategy = make_strategy(cfg.runtime.strategy)
     root = worker_run_dir(strategy, run_dir)
@@ -287,7 +368,8 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
 
     own_pipeline = train_data is None
     if own_pipeline:
-        train_data, data_steps, validation_data = family.training_data(cfg, stage, strategy)
+        with _damaged_shards_named(cfg):
+            train_data, data_steps, validation_data = family.training_data(cfg, stage, strategy)
         steps_per_epoch = cfg.trainer.steps_per_epoch or data_steps
     else:
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
@@ -310,12 +392,14 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
         if own_pipeline:  # our training stream repeats forever; only the (finite) validation split "runs out"
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                              validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
-                              callbacks=[*callbacks_for(run, validation=validation_data is not None,
-                                                        best_val_loss=runs.best_logged(run.root, "val_loss")),
-                                         *callbacks],
-                              verbose=cfg.trainer.verbose)
+        with _damaged_shards_named(cfg) if own_pipeline else contextlib.nullcontext():
+            history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                  validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
+                                  callbacks=[*callbacks_for(run, validation=validation_data is not None,
+                                                            best_val_loss=runs.best_logged(run.root, "val_loss"),
+                                                            learning_rate=cfg.trainer.learning_rate),
+                                             *callbacks],
+                                  verbose=cfg.trainer.verbose)
     return trainer, history
 
 
@@ -382,10 +466,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """0 trained, 1 training failed, 2 a usage error (an option or config value, before any work)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if not argv:
+            cli.quiet_tensorflow()
             run_demo()
             return 0
         args = parse_args(argv)
@@ -396,14 +482,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
             return 0
         if not args.run_dir:
-            raise ValueError("--run-dir is required (the folder for config, checkpoints, logs and the model)")
+            raise config_lib.ConfigError("--run-dir is required (the folder for config, checkpoints, logs and "
+                                         "the model)")
+        cli.quiet_tensorflow()
         if cfg.data.demo_world:
             prepare_demo_world(cfg)
         train(cfg, args.run_dir, stage=args.stage)
         return 0
+    except config_lib.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return cli.USAGE
     except (TrainingDiverged, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return cli.FAILED
 
 
 if __name__ == "__main__":

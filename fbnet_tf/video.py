@@ -12,6 +12,10 @@ class VideoError(Exception):
     """A video that cannot be opened, or that yields no frame to read."""
 
 
+class VideoEnded(VideoError):
+    """A video that has frames, but none from the requested start on."""
+
+
 def frames(path, stride: int = 1, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, RGB uint8 frame) for every `stride`-th frame from `start`; skipped frames are grabbed, not
     decoded. Raises VideoError when the video cannot be opened, and after the last frame when none was yielded
@@ -32,8 +36,9 @@ def frames(path, stride: int = 1, start: int = 0) -> Iterator[tuple[int, np.ndar
     finally:
         capture.release()
     if not yielded:
-        raise VideoError(f"{path} has {index} frames, none from frame {start} on" if 0 < index <= start
-                         else f"no frame of {path} could be decoded")
+        if 0 < index <= start:
+            raise VideoEnded(f"{path} has {index} frames, none from frame {start} on")
+        raise VideoError(f"no frame of {path} could be decoded")
 
 
 def fps(path) -> float:

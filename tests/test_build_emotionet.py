@@ -79,7 +79,7 @@ def test_emotionet_xlsx_aus_by_name_masks_splits_and_skips(tmp_path):
     (root / "track2").mkdir()
     pd.DataFrame(EXPRESSIONS, columns=["URL", "Expression"]).to_csv(root / "track2" / "expressions.csv", index=False)
     (root / "track2" / "codes.txt").write_text(CODES)
-    manifest = build("emotionet", root, out, progress=False, image_size=64, expressions="track2/expressions.csv",
+    manifest = build("emotionet", root, out, progress=False, allow_partial=True, image_size=64, expressions="track2/expressions.csv",
                      expression_codes="track2/codes.txt")
     keys = {"face_a.jpg": "images/face_a.jpg", "face_b.jpg": "images/face_b.jpg", "face_c.jpg": "images/face c.jpg",
             "face_d.jpg": "images/face_d.jpg"}
@@ -122,7 +122,7 @@ def test_emotionet_xlsx_aus_by_name_masks_splits_and_skips(tmp_path):
 def test_emotionet_csv_with_images_elsewhere_strict_and_layout_error(tmp_path):
     root, images = tmp_path / "table_only", tmp_path / "downloads"
     write_tree(root, images, "manual.csv")
-    manifest = build("emotionet", root, tmp_path / "out", progress=False, image_size=48, images=str(images),
+    manifest = build("emotionet", root, tmp_path / "out", progress=False, allow_partial=True, image_size=48, images=str(images),
                      validation_fraction=0.0, test_fraction=0.0)
     assert manifest["splits"]["train"]["count"] == 3
     assert manifest["skipped_by_reason"] == {"bad_row": 1, "duplicate": 1, "label_out_of_range": 1,

@@ -160,3 +160,11 @@ def test_killed_build_resumes_to_identical_shards_and_workers_do_not_change_byte
     # A rerun with nothing changed rewrites nothing.
     again = build("rafdb", rafdb, tmp_path / "reference", shards=3, progress=False)
     assert len(again["resumed_shards"]) == len(names)
+
+
+def test_a_label_list_saved_with_a_utf8_bom_keeps_its_first_row(rafdb, tmp_path):
+    labels = rafdb / "compound" / "EmoLabel" / "list_patition_label.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())  # as Windows editors save "UTF-8"
+    manifest = build("rafdb_compound", rafdb, tmp_path / "out", progress=False, validation_fraction=0.0)
+    assert manifest["splits"]["train"]["count"] == 11 and manifest["splits"]["test"]["count"] == 2
+    assert [(r["line"], r["reason"]) for r in manifest["skipped"]] == [(14, "label_out_of_range")]

@@ -285,10 +285,283 @@ def _digest(folder):
 
 def test_rendering_is_deterministic_whatever_the_workers(tiny, tmp_path):
     again = tmp_path / "raw"
-    render_world(again, seed=7, scale="tiny", workers=2, databases=("affwild2", "rafdb"))
+    render_world(again, seed=7, scale="tiny", workers=2, databases=("affwild2", "rafdb", "celeba", "bp4d", "semaine",
+                                                                     "affwild"))
     first = _digest(tiny[0])
     second = _digest(again)
     assert second and all(first[name] == digest for name, digest in second.items())
     other = tmp_path / "other"
     render_world(other, seed=8, scale="tiny", workers=1, databases=("rafdb",))
     assert _digest(other) != {k: v for k, v in first.items() if k.startswith("rafdb")}
+
+
+# ------------------------------------------------------------------------- AU45 and the CelebA attributes
+def test_au45_closes_the_lids():
+    blink = np.zeros(len(fm.MODEL_AUS), np.float32)
+    neutral = fm.deform(MEAN, blink)
+    blink[fm.MODEL_AUS.index(45)] = 1.0
+    shut = fm.deform(MEAN, blink)
+    blink[fm.MODEL_AUS.index(45)] = 0.5
+    half = fm.deform(MEAN, blink)
+    assert fm.MODEL_AUS[:len(AUS)] == AUS and fm.MODEL_AUS[-1] == 45
+    assert lid_opening(neutral) > 0.08 and abs(lid_opening(shut)) < 1e-6  # the lids meet
+    np.testing.assert_allclose(lid_opening(half), lid_opening(neutral) / 2, rtol=1e-5)
+    assert (shut[[37, 38, 43, 44], 1] - neutral[[37, 38, 43, 44], 1]).min() > 0.05  # the upper lids come down
+    moved_points = np.flatnonzero(np.abs(shut - neutral).max(axis=1) > 0)
+    assert set(moved_points) == {37, 38, 40, 41, 43, 44, 46, 47}  # nothing but the lids
+    # A canonical 17-long array is the same face with the eyes open, to the bit.
+    np.testing.assert_array_equal(fm.deform(MEAN, np.zeros(len(AUS))), neutral)
+
+
+def test_a_blink_shuts_the_eyes_in_the_picture():
+    identity = fm.Identity()
+    scene = rd.aligned(identity, np.zeros(len(AUS)), 112, template(112), background=1)
+    blink = np.zeros(len(fm.MODEL_AUS), np.float32)
+    open_eyes, _ = rd.render(identity, blink, scene)
+    np.testing.assert_array_equal(open_eyes, rd.render(identity, np.zeros(len(AUS)), scene)[0])
+    blink[-1] = 1.0
+    closed, _ = rd.render(identity, blink, scene)
+    eyes, mouth = (slice(44, 60), slice(28, 84)), (slice(80, 108), slice(30, 82))
+    grey = lambda image: image.astype(float).mean(axis=2)  # noqa: E731
+    # The white of the eye is gone (its brightest pixel drops to skin tone); below the eyes nothing changes.
+    assert grey(open_eyes)[eyes].max() - grey(closed)[eyes].max() > 40
+    assert np.abs(grey(closed)[eyes] - grey(open_eyes)[eyes]).mean() > 5
+    assert np.abs(grey(closed)[mouth] - grey(open_eyes)[mouth]).max() == 0
+
+
+def eye_gap_over_width(p):
+    return ((p[[41, 40, 47, 46], 1] - p[[37, 38, 43, 44], 1]).mean()
+            / (p[[39, 45], 0] - p[[36, 42], 0]).mean())
+
+
+def test_the_ten_table2_attributes_follow_the_face():
+    from dataclasses import replace
+
+    from fbnet_tf.demo import attributes
+    from fbnet_tf.demo.writers import celeba_face
+
+    assert len(attributes.TABLE2) == 10 and set(attributes.TABLE2) <= set(attributes.RULES)
+    rng = np.random.default_rng(5)
+    people = [fm.sample_person(rng) for _ in range(400)]
+    faces = [celeba_face(rng, person) for person in people]
+    labels = [{name: attributes.RULES[name](attributes.Portrait(p, f)) for name in attributes.TABLE2}
+              for p, f in zip(people, faces)]
+    column = lambda name: np.array([label[name] for label in labels])  # noqa: E731
+    # Read off the face: AU12 present <-> smiling; the lids' gap on the deformed landmarks <-> narrow eyes.
+    au12 = np.array([f[AUS.index(12)] for f in faces])
+    np.testing.assert_array_equal(column("Smiling"), au12 >= 2.0)
+    points = [fm.deform(fm.identity_shape(p), f / 5) for p, f in zip(people, faces)]
+    gaps = np.array([eye_gap_over_width(q) for q in points])
+    np.testing.assert_array_equal(column("Narrow_Eyes"), gaps < attributes.NARROW_BELOW)
+    lips = np.array([lip_gap(q) for q in points])
+    assert lips[column("Mouth_Slightly_Open")].min() > lips[~column("Mouth_Slightly_Open")].mean()
+    # Tied to identity parameters.
+    np.testing.assert_array_equal(column("Male"), [p.male for p in people])
+    np.testing.assert_array_equal(column("Eyeglasses"), [p.glasses > 0 for p in people])
+    np.testing.assert_array_equal(column("No_Beard"), [p.full_beard == 0 for p in people])
+    np.testing.assert_array_equal(column("Young"), [p.age < attributes.YOUNG_BELOW for p in people])
+    assert not (column("Male") == 0)[~column("No_Beard")].any()  # beards only on men
+    jaw = np.array([p.jaw_width for p in people])
+    assert jaw[column("Male")].mean() > jaw[~column("Male")].mean() + 0.05
+    brows = np.array([p.brow_thickness for p in people])
+    assert brows[column("Bushy_Eyebrows")].min() > brows[~column("Bushy_Eyebrows")].max()
+    # Attractive: average proportions and youth. Same person older -> not more attractive.
+    older = [attributes.RULES["Attractive"](attributes.Portrait(replace(p, age=1.0), f)) for p, f in
+             zip(people, faces)]
+    assert not (np.array(older) & ~column("Attractive")).any()
+    # Every attribute takes both values, at rates near CelebA's (Male 42 %, Young 78 %, Eyeglasses 6.5 % ...).
+    rates = {name: column(name).mean() for name in attributes.TABLE2}
+    assert all(0.02 < rate < 0.98 for rate in rates.values()), rates
+    assert abs(rates["Male"] - 0.42) < 0.08 and abs(rates["Young"] - 0.78) < 0.08
+
+
+def test_glasses_and_beard_are_drawn():
+    from dataclasses import replace
+
+    base = fm.Identity(male=True)
+    scene = rd.aligned(base, np.zeros(len(AUS)), 112, template(112), background=1)
+    plain, _ = rd.render(base, np.zeros(len(AUS)), scene)
+    around_eyes, jaw = (slice(40, 64), slice(20, 92)), (slice(95, 112), slice(25, 87))
+    for change, region, other in ((dict(glasses=1.0), around_eyes, jaw), (dict(full_beard=0.8), jaw, around_eyes)):
+        image, _ = rd.render(replace(base, **change), np.zeros(len(AUS)), scene)
+        difference = np.abs(image.astype(int) - plain.astype(int)).mean(axis=2)
+        assert difference[region].mean() > 5 and difference[other].mean() < 0.5, change
+
+
+def test_blinks_are_frequent_and_brief():
+    rng = np.random.default_rng(6)
+    for fps in (50.0, 25.0):
+        level = world.sample_blinks(rng, int(120 * fps), fps)  # two minutes
+        present = level >= 2.0
+        edges = np.diff(np.concatenate([[0], present.astype(int), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        per_minute = len(starts) / 2
+        durations_ms = (ends - starts) * 1000 / fps
+        assert 12 <= per_minute <= 40, per_minute  # people in conversation blink 15-30 times a minute
+        assert 60 <= durations_ms.min() and durations_ms.max() <= 400, durations_ms
+        assert present.mean() < 0.15
+
+
+# ------------------------------------------------------------------------ the FATAUVA-Net releases
+CELEBA_NAMES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+                "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair "
+                "Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face "
+                "Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair "
+                "Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+
+
+def test_celeba_layout(tiny):
+    root = tiny[0] / "celeba"
+    lines = (root / "Anno" / "list_attr_celeba.txt").read_text().splitlines()
+    assert int(lines[0]) == len(lines) - 2 == 30
+    assert lines[1].split() == CELEBA_NAMES
+    rows = {}
+    for line in lines[2:]:
+        name, *values = line.split()
+        assert re.fullmatch(r"\d{6}\.jpg", name) and len(values) == 40 and set(values) <= {"1", "-1"}
+        rows[name] = np.array(values, int)
+    assert sorted(rows) == [f"{k:06d}.jpg" for k in range(1, 31)]
+    partition = [line.split() for line in (root / "Eval" / "list_eval_partition.txt").read_text().splitlines()]
+    assert [name for name, _ in partition] == sorted(rows)
+    splits = np.array([int(split) for _, split in partition])
+    assert set(splits) == {0, 1, 2} and (np.diff(splits) >= 0).all()  # train, then val, then test, in file order
+    identity = dict(line.split() for line in (root / "Anno" / "identity_CelebA.txt").read_text().splitlines())
+    for split in (0, 1):  # no person in two partitions
+        here = {identity[name] for (name, _), s in zip(partition, splits) if s == split}
+        later = {identity[name] for (name, _), s in zip(partition, splits) if s > split}
+        assert not here & later
+    # Attributes of the person (not of the photo) are the same in every photo of them.
+    for attribute in ("Male", "Young", "No_Beard", "Eyeglasses", "Arched_Eyebrows", "Bushy_Eyebrows", "Attractive"):
+        j = CELEBA_NAMES.index(attribute)
+        per_person = {}
+        for name, values in rows.items():
+            per_person.setdefault(identity[name], set()).add(values[j])
+        assert all(len(v) == 1 for v in per_person.values()), attribute
+    marks = (root / "Anno" / "list_landmarks_align_celeba.txt").read_text().splitlines()
+    assert int(marks[0]) == 30 and marks[1].split()[:2] == ["lefteye_x", "lefteye_y"]
+    points = np.array([line.split()[1:] for line in marks[2:]], float).reshape(-1, 5, 2)
+    # Aligned as CelebA's are: eyes level near y = 111, mouth near y = 152, centred at x = 89.
+    assert np.abs(points[:, :2, 1] - 111).max() < 6 and np.abs(points[:, 3:, 1] - 152).max() < 8
+    assert np.abs(points[:, :2, 0].mean(axis=1) - 89).max() < 6
+    image = cv2.imread(str(root / "Img" / "img_align_celeba" / "000001.jpg"))
+    assert image.shape == (218, 178, 3)
+
+
+def test_bp4d_layout_fera2015(tiny):
+    root = tiny[0] / "bp4d"
+    files = sorted((root / "AUCoding").glob("*.csv"))
+    subjects = [re.fullmatch(r"([FM]\d{3})_(T[1-8])\.csv", f.name).group(1) for f in files]
+    assert {int(s[1:]) % 2 for s in subjects} == {0, 1}  # FERA 2015 train (odd) and devel (even) subjects
+    for path in files:
+        rows = [line.split(",") for line in path.read_text().splitlines()]
+        header = rows[0]
+        numbers = [int(cell) for cell in header[1:-1]]
+        assert numbers == list(range(1, len(numbers) + 1))  # AU k in column k+1 (1-based), the last column occlusion
+        table = np.array(rows[1:], int)
+        frames = table[:, 0]
+        assert (np.diff(frames) == 1).all()  # consecutive frame numbers, not necessarily from 1
+        codes = table[:, 1:-1]
+        assert set(np.unique(codes)) <= {0, 1, 9} and set(np.unique(table[:, -1])) <= {0, 1}
+        coded = [au for au in numbers if (codes[:, au - 1] != 9).any()]
+        assert len(coded) == 27 and 24 in coded and 45 not in coded
+        # AUs change smoothly: a coded AU flips between consecutive frames rarely.
+        for au in (12, 6, 4):
+            column = codes[:, au - 1]
+            known = column != 9
+            flips = np.sum(column[1:][known[1:] & known[:-1]] != column[:-1][known[1:] & known[:-1]])
+            assert flips <= max(2, len(column) // 4)
+        subject, task = path.stem.split("_")
+        folder = root / "BP4D" / "BP4D-training" / subject / task
+        images = {int(p.stem): p for p in folder.glob("*.jpg")}
+        assert sorted(images) == frames.tolist()
+        assert cv2.imread(str(images[frames[0]])).shape == (200, 150, 3)
+        for au in (6, 10, 12, 14, 17):
+            intensity = np.array([line.split(",") for line in (root / "AU Intensity Codes3.0" / f"AU{au:02d}" /
+                                                               f"{path.stem}_AU{au:02d}.csv").read_text().split()], int)
+            assert (intensity[:, 0] == frames).all() and set(np.unique(intensity[:, 1])) <= {0, 1, 2, 3, 4, 5, 9}
+            occurrence = codes[:, au - 1]
+            known = occurrence != 9
+            # Intensity 9 exactly where occurrence is 9; otherwise intensity >= 1 (A..E) <=> occurrence 1.
+            np.testing.assert_array_equal(intensity[:, 1] == 9, ~known)
+            np.testing.assert_array_equal(intensity[known, 1] >= 1, occurrence[known] == 1)
+
+
+def organisers_labels(eaf, frames):
+    """{AU: 0/1 per frame} by the FERA 2015 organisers' rule: an interval [t1, t2] ms covers frames
+    floor(t1 * 50 / 1000) .. floor(t2 * 50 / 1000), inclusive. Also returns the labels by the start-time rule and
+    the latest time slot (ms), where the organisers' parser ends the recording."""
+    import xml.etree.ElementTree as ElementTree
+
+    document = ElementTree.parse(eaf).getroot()
+    assert document.tag == "ANNOTATION_DOCUMENT" and document.find("HEADER").get("TIME_UNITS") == "milliseconds"
+    slots = {slot.get("TIME_SLOT_ID"): int(slot.get("TIME_VALUE")) for slot in document.iter("TIME_SLOT")}
+    organisers, start_time = {}, {}
+    for tier in document.iter("TIER"):
+        au = int(tier.get("TIER_ID")[2:])
+        organisers[au], start_time[au] = np.zeros(frames, int), np.zeros(frames, int)
+        for annotation in tier.iter("ALIGNABLE_ANNOTATION"):
+            t1, t2 = slots[annotation.get("TIME_SLOT_REF1")], slots[annotation.get("TIME_SLOT_REF2")]
+            assert t1 <= t2
+            organisers[au][t1 * 50 // 1000:t2 * 50 // 1000 + 1] = 1
+            starts = np.arange(frames) * 1000 / 50
+            start_time[au] |= (t1 <= starts) & (starts < t2)
+    return organisers, start_time, max(slots.values())
+
+
+def test_semaine_layout_fera2015(tiny):
+    sessions = tiny[0] / "semaine" / "SEMAINE-Sessions"
+    recordings = sorted(p for p in sessions.iterdir() if p.is_dir())
+    assert [p.name for p in recordings] == ["rec1", "rec9"]  # one FERA 2015 train and one devel recording
+    blinks = 0
+    for folder in recordings:
+        start, end = map(int, (sessions / f"{folder.name}.txt").read_text().split())  # beside the folder
+        (eaf,), (video,) = folder.glob("*.eaf"), folder.glob("*.avi")
+        capture = cv2.VideoCapture(str(video))
+        assert capture.get(cv2.CAP_PROP_FPS) == 50
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        assert 0 <= start < end <= frames
+        organisers, start_time, latest = organisers_labels(eaf, frames)
+        assert latest * 50 // 1000 + 1 >= end  # the annotation spans the range: the parser does not cut it short
+        assert sorted(organisers) == [2, 12, 17, 25, 28, 45]
+        for au in organisers:  # both readings of the intervals agree frame for frame
+            np.testing.assert_array_equal(organisers[au], start_time[au], err_msg=f"AU{au}")
+        assert organisers[28].sum() == 0  # lip suck: the face model never shows it
+        blinks += int(np.sum(np.diff(np.concatenate([[0], organisers[45]])) == 1))
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], organisers[45], [0]]))))[::2]
+        assert (runs <= 20).all()  # at 50 fps a blink lasts well under half a second
+    assert blinks >= 1
+
+
+def test_affwild_layout(tiny):
+    root = tiny[0] / "affwild"
+    train = sorted((root / "videos" / "train").iterdir())
+    test = sorted((root / "videos" / "test").iterdir())
+    assert len(train) == 2 and len(test) == 1 and {p.suffix for p in train + test} <= {".mp4", ".avi"}
+    assert {p.suffix for p in train + test} == {".mp4", ".avi"}
+    assert not (root / "annotations" / "test").exists()  # the public release has no test labels
+    for video in train:
+        capture = cv2.VideoCapture(str(video))
+        frames = 0
+        while capture.read()[0]:
+            frames += 1
+        lines = {d: (root / "annotations" / "train" / d / f"{video.stem}.txt").read_text().splitlines()
+                 for d in ("valence", "arousal")}
+        assert len(lines["valence"]) == len(lines["arousal"]) and frames - 2 <= len(lines["valence"]) <= frames
+        values = np.array([lines["valence"], lines["arousal"]], float)
+        assert np.abs(values).max() <= 1 and values.std(axis=1).min() > 0.01
+        assert np.abs(np.diff(values, axis=1)).max() < 0.3  # valence and arousal glide from frame to frame
+
+
+def test_only_and_the_marker(tmp_path):
+    from fbnet_tf.demo import FATAUVANET, read_marker
+    from fbnet_tf.demo.__main__ import _releases
+
+    assert _releases("fatauvanet") == FATAUVANET == ("celeba", "bp4d", "semaine", "affwild")
+    assert _releases("semaine,CelebA") == ("celeba", "semaine")
+    with pytest.raises(Exception, match="unknown release 'celeb'"):
+        _releases("celeb")
+    render_world(tmp_path, seed=2, scale="tiny", workers=1, databases=("semaine",))
+    render_world(tmp_path, seed=2, scale="tiny", workers=1, databases=("bp4d",))
+    assert sorted(read_marker(tmp_path)["databases"]) == ["bp4d", "semaine"]
+    with pytest.raises(ValueError, match="mix two worlds"):
+        render_world(tmp_path, seed=3, scale="tiny", workers=1, databases=("affwild",))

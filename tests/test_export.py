@@ -209,7 +209,7 @@ def test_warmup_requests_parse_back_as_prediction_logs_of_real_crops(exported):
 
 
 def test_every_tflite_variant_agrees_with_the_savedmodel_within_the_reported_bounds(exported):
-    report = json.loads((exported["out"] / "parity.json").read_text())
+    report = json.loads((exported["out"] / "parity-3.json").read_text())
     assert set(report["files"]) == {"savedmodel", *(f"tflite_{v}" for v in export.TFLITE_VARIANTS)}
     # Recompute parity independently on fresh images, and hold the strict variants to their bounds.
     images = np.random.default_rng(9).uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
@@ -277,3 +277,49 @@ def test_training_record_dirs_resolve_paths_relative_to_where_training_ran(tmp_p
     config.save(cfg, run / "config.yaml")
     with pytest.raises(ValueError, match="--representative"):
         export.training_record_dirs(run)
+
+
+def test_each_export_is_a_new_version_with_its_own_parity_report(exported):
+    out = exported["out"]
+    before = (out / "parity-3.json").read_bytes()
+    assert export.main(["--run-dir", str(exported["run"]), "--out", str(out), "--tflite-variants", "fp32"]) == 0
+    assert (out / "parity-3.json").read_bytes() == before  # version 3's report and files are left alone
+    report = json.loads((out / "parity-4.json").read_text())
+    assert report["version"] == 4 and set(report["files"]) == {"savedmodel", "tflite_fp32"}
+    assert report["files"]["savedmodel"]["path"] == str(out / "fbnet" / "4")
+    assert report["files"]["tflite_fp32"]["path"] == str(out / "tflite" / "4" / "fbnet_fp32.tflite")
+    assert (out / "fbnet" / "4" / "saved_model.pb").is_file()
+    assert Path(report["files"]["tflite_fp32"]["path"]).stat().st_size == report["files"]["tflite_fp32"]["bytes"]
+    assert sorted(p.name for p in (out / "tflite").iterdir()) == ["3", "4"]
+    assert not list(out.glob(".export-*"))
+
+
+def test_a_failed_export_leaves_no_version_behind(tmp_path, capsys):
+    import keras
+
+    # A diverged run: NaN in its first kernel. The SavedModel is written (its outputs stay finite on this CPU),
+    # then the TFLite file, which outputs NaN: the parity check refuses it.
+    run = make_run_dir(tmp_path)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    kernel = next(w for w in model.weights if w.path.endswith("kernel"))
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    model.save(run / "model.keras")
+    out = tmp_path / "out"
+    (out / "fbnet" / "1").mkdir(parents=True)  # an earlier, good version
+    (out / "fbnet" / "1" / "saved_model.pb").write_bytes(b"earlier")
+    assert export.main(["--run-dir", str(run), "--out", str(out), "--tflite-variants", "fp32"]) == 1
+    err = capsys.readouterr().err
+    assert "error: TFLite fp32 (version 2): outputs NaN/Inf on the parity images" in err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["fbnet", "fbnet/1", "fbnet/1/saved_model.pb"]
+
+
+def test_export_arguments_are_checked_before_any_work(exported, tmp_path, capsys):
+    for argv in (["--formats", "savedmodel,tflite,onnnx"], ["--tflite-variants", "fp32,int4"], ["--version", "0"],
+                 ["--representative", str(tmp_path / "nowhere")]):
+        with pytest.raises(SystemExit) as stop:
+            export.main(["--run-dir", str(exported["run"]), "--out", str(tmp_path / "out"), *argv])
+        assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected some of savedmodel, tflite, onnx" in err and "['int4']" in err
+    assert "argument --version: expected an integer >= 1, got '0'" in err and "nowhere: no such folder" in err
+    assert not (tmp_path / "out").exists()

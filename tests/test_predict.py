@@ -76,16 +76,22 @@ def test_cli_on_a_folder_reports_corrupt_files_and_writes_annotated_images(model
     damaged = bytearray(jpeg.tobytes())  # a face, its scan data overwritten in the middle: decodable, but garbage
     damaged[len(damaged) // 2:len(damaged) // 2 + 200] = np.random.default_rng(0).integers(0, 256, 200, np.uint8).tobytes()
     (folder / "damaged.jpg").write_bytes(bytes(damaged))
-    (folder / "notes.txt").write_text("ignored: not an image")
+    (folder / "cut.jpg").write_bytes(jpeg.tobytes()[:len(jpeg) // 2])
+    cv2.imwrite(str(folder / "wall.png"), np.full((64, 64, 3), 128, np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "more").mkdir()
     out = tmp_path / "out"
-    predict.main([str(folder), "--model", str(models["tflite"]), "--out", str(out), "--annotate"])
+    assert predict.main([str(folder), "--model", str(models["tflite"]), "--out", str(out), "--annotate"]) == 0
     table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 1 and table["file"][0].endswith("astronaut.png")
     check_ranges(table)
     with open(out / "errors.csv", newline="") as handle:
         errors = {row["file"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(handle)}
+    # Every entry of the folder but the one with a face is listed, with why.
     assert {name: reason.split(":")[0] for name, reason in errors.items()} == {
-        "broken.jpg": "unreadable_image", "empty.png": "unreadable_image", "damaged.jpg": "corrupt_image"}
+        "broken.jpg": "unreadable_image", "empty.png": "unreadable_image", "damaged.jpg": "corrupt_image",
+        "cut.jpg": "truncated_image", "wall.png": "no_face", "notes.txt": "unsupported_file", "more": "subfolder"}
+    assert sorted(p.name for p in out.iterdir()) == ["annotated", "errors.csv", "predictions.csv"]
     annotated = cv2.imread(str(out / "annotated" / "astronaut.png"))
     assert annotated.shape == astronaut.shape
     x, y, w, h = ASTRONAUT_BOX
@@ -152,3 +158,50 @@ def test_frames_are_consumed_lazily_from_an_endless_stream(models, astronaut):
     rows = list(itertools.islice(fbnet_tf.Predictor(models["tflite"], batch_size=2).iter_rows(endless()), 3))
     assert [row["frame"] for row in rows] == [0, 1, 2]
     assert len(pulled) <= 4  # at most one batch ahead: memory does not grow with the stream
+
+
+def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_with_nothing(models, astronaut,
+                                                                                            tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("earlier results\n")
+    (out / "errors.csv").write_text("earlier errors\n")
+    model = ["--model", str(models["tflite"]), "--out", str(out)]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    for argv in ([str(tmp_path / "photo_misspelt.jpg"), *model],
+                 [str(photos), "--model", str(tmp_path / "nothing.tflite"), "--out", str(out)],
+                 [str(out), *model],  # a folder with nothing to read
+                 [str(photos), *model, "--every", "0"], [str(photos), *model, "--batch-size", "-1"],
+                 [str(photos), *model, "--min-face-score", "1.5"]):
+        with pytest.raises(SystemExit) as stop:
+            predict.main(argv)
+        assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "photo_misspelt.jpg: no such file or folder" in err and "nothing.tflite" in err
+    assert f"{out}: holds no image (.bmp, .jpeg" in err
+    assert "argument --every: expected an integer >= 1, got '0'" in err
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    assert predict.main([str(folder), *model]) == 1  # nothing could be processed: nothing is replaced
+    assert "none of the inputs" in capsys.readouterr().err
+    assert (out / "predictions.csv").read_text() == "earlier results\n"
+    assert (out / "errors.csv").read_text() == "earlier errors\n"
+    assert sorted(p.name for p in out.iterdir()) == ["errors.csv", "predictions.csv"]
+
+
+def test_large_frames_are_searched_scaled_down_and_aligned_from_the_original(models, astronaut):
+    table = fbnet_tf.Predictor(models["run"], detect_max_side=256).predict(astronaut)  # 512 px: searched at 256
+    assert len(table) == 1
+    # Independently: MTCNN on the half-size image, its landmarks doubled, the crop aligned from the full image.
+    found = face.detect(cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA))[0]
+    x, y, w, h = found.box
+    np.testing.assert_allclose(table.loc[0, ["x", "y", "w", "h"]].astype(float), [2 * x, 2 * y, 2 * w, 2 * h],
+                               rtol=1e-5)
+    np.testing.assert_allclose(table.loc[0, ["x", "y", "w", "h"]].astype(float), ASTRONAUT_BOX, atol=6)
+    crop = face.align(astronaut, found.landmarks * 2, 112)
+    expected = models["model"](model_view(crop[None]), training=False)
+    np.testing.assert_allclose(table.loc[0, list(EXPRESSIONS)].astype(float), np.asarray(expected["expression"])[0],
+                               atol=1e-5)

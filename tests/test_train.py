@@ -83,10 +83,49 @@ def test_cli_resolves_experiment_file_and_overrides(tmp_path, capsys):
     assert printed["loss"]["coupling"] == "distribution_matching" and printed["loss"]["relatedness"] == "affwild2"
     assert printed["trainer"]["epochs"] == 7 and printed["model"]["image_size"] == 32
     assert printed["loss"]["coupling_weight"] == 0.3
-    assert train.main(["--experiment", "no_coupling"]) == 1
+    assert train.main(["--experiment", "no_coupling"]) == 2
     assert "--run-dir is required" in capsys.readouterr().err
-    assert train.main(["--set", "trainer.epochz=1", "--run-dir", str(tmp_path / "r")]) == 1
+    assert train.main(["--set", "trainer.epochz=1", "--run-dir", str(tmp_path / "r")]) == 2
     assert "unknown key 'trainer.epochz'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("assignment, expected", [
+    ("trainer.epochs=abc", "trainer.epochs='abc' (--set trainer.epochs=abc): expected an integer >= 1"),
+    ("trainer.epochs=2.5", "trainer.epochs=2.5 (--set trainer.epochs=2.5): expected an integer >= 1"),
+    ("trainer.epochs=-1", "trainer.epochs=-1 (--set trainer.epochs=-1): expected an integer >= 1"),
+    ("data.augment=maybe", "data.augment='maybe' (--set data.augment=maybe): expected true or false"),
+    ("trainer.learning_rate=0", "expected a number > 0"),
+    ("model.dropout=1.5", "model.dropout=1.5 (--set model.dropout=1.5): expected a number in [0, 1)"),
+    ("trainer.steps_per_epoch=0", "expected an integer >= 1 or null"),
+    ("runtime.strategy=tpu", "expected one of 'auto', 'default', 'mirrored', 'multi_worker'"),
+    ("trainer.verbose=true", "trainer.verbose=True (--set trainer.verbose=true): expected one of 'auto', 0, 1, 2"),
+    ("data.record_dirs=[]", "data.record_dirs is empty"),
+    ("data.record_dirs=[nowhere]", "data.record_dirs: no such folder nowhere"),
+])
+def test_bad_values_exit_2_with_one_line_before_the_run_dir_exists(tmp_path, capsys, assignment, expected):
+    from fbnet_tf import train
+
+    run = tmp_path / "run"
+    code = train.main(["--experiment", "no_coupling", "--set", assignment, "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert not run.exists()
+
+
+def test_values_are_checked_against_the_field_types_in_files_and_in_python(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("trainer:\n  epochs: 2\n  learning_rate: 1e-3\ndata:\n  augment: no\n")
+    cfg = config.load(path)  # YAML reads 1e-3 as a string and `no` as false
+    assert cfg.trainer.learning_rate == 1e-3 and cfg.data.augment is False and cfg.trainer.epochs == 2
+    path.write_text("trainer:\n  epochs: 2\ndata:\n  batch_size: 0\n")
+    with pytest.raises(config.ConfigError, match=r"data.batch_size=0 \(.*mine.yaml\): expected an integer >= 1"):
+        config.load(path)
+    cfg = config.ExperimentConfig()
+    cfg.trainer.learning_rate = "1e-4"  # set in Python: normalised as a parsed value would be
+    assert cfg.validate().trainer.learning_rate == 1e-4
+    cfg.data.deterministic = "yes"
+    with pytest.raises(config.ConfigError, match="data.deterministic='yes': expected true or false"):
+        cfg.validate()
 
 
 # ------------------------------------------------------------------------------------------ training (TF)
@@ -152,9 +191,48 @@ def test_nan_stops_the_run_naming_the_term(tmp_path):
     bad = dict(targets, va=np.where(np.arange(24)[:, None] == 0, np.nan, targets["va"]).astype(np.float32))
     images = next(iter(data))[0]
     data = tf.data.Dataset.from_tensors((images, bad)).repeat()
-    with pytest.raises(train.TrainingDiverged, match=r"loss term 'va' became NaN at epoch 1, batch 1"):
+    with pytest.raises(train.TrainingDiverged, match=r"loss term 'va' became NaN at epoch 1, batch 1.*"
+                                                    r"no epoch had finished, so nothing was saved"):
         train.train(tiny("trainer.epochs=3"), tmp_path / "run", train_data=data, steps_per_epoch=2)
     assert runs.completed_epochs(tmp_path / "run") == 0  # the diverged weights were never backed up
+
+
+def test_a_resumed_run_trains_at_the_learning_rate_its_config_says(tmp_path):
+    import keras
+
+    from fbnet_tf import runs, train
+
+    data, _ = random_batches()
+    trainer, _ = train.train(tiny("trainer.epochs=2"), tmp_path / "run", train_data=data, steps_per_epoch=1)
+    assert float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate)) == pytest.approx(1e-2)
+    cfg = tiny("trainer.epochs=3", "trainer.learning_rate=0.05")
+    trainer, history = train.train(cfg, tmp_path / "run", train_data=data, steps_per_epoch=1)
+    assert history.epoch == [2]  # resumed after the 2 finished epochs
+    assert float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate)) == pytest.approx(0.05)
+    assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 3  # the restored state, continued
+    assert runs.load_config(tmp_path / "run").trainer.learning_rate == 0.05
+    with pytest.raises(config.ConfigError, match=r"trainer.epochs=2: the run .* has already finished 3 epochs"):
+        train.train(tiny("trainer.epochs=2"), tmp_path / "run", train_data=data, steps_per_epoch=1)
+    assert runs.load_config(tmp_path / "run").trainer.epochs == 3  # config.yaml still says what ran
+
+
+@pytest.mark.parametrize("manifest", [False, True])  # no manifest: the records are counted first (the error comes
+def test_a_truncated_shard_is_named(tmp_path, manifest):  # there); with one, during model.fit
+    import json
+
+    from fbnet_tf import train
+
+    write_records(tmp_path / "records")
+    if manifest:  # the builders' per-stream counts of the fixture: 6 VA, 6 AU (all 17), 6 EXPR images
+        (tmp_path / "records" / "manifest.json").write_text(json.dumps({"splits": {"train": {
+            "count": 18, "labels": {"va": 6, "expression": {"Neutral": 6}, "au_annotated": {"AU1": 6}}}}}))
+    shard = tmp_path / "records" / "fixture-train.tfrecord-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    cfg = tiny("trainer.epochs=1", f"data.record_dirs=[{tmp_path / 'records'}]", "data.batch_size=9",
+               "data.validation=false")
+    with pytest.raises(RuntimeError, match=rf"^{shard}: truncated record at byte \d+ \(it needs \d+ bytes, "
+                                           rf"the file ends at {shard.stat().st_size}\); rebuild it"):
+        train.train(cfg, tmp_path / "run")
 
 
 def test_runtime_choices_on_this_cpu():

@@ -3,8 +3,9 @@
 `build("rafdb", root, out)` in Python, `python -m tfrecords_builder rafdb --root ... --out ...` on the command line.
 `DATABASES` maps each database name to its builder class.
 """
-from tfrecords_builder.base import Builder, Item, LayoutError, Reason, Skip, holdout, split_of  # noqa: F401
-from tfrecords_builder.writer import BuildError, build, format_summary  # noqa: F401
+from tfrecords_builder.base import (  # noqa: F401
+    Builder, Item, LayoutError, Option, Reason, Skip, UsageError, holdout, split_of)
+from tfrecords_builder.writer import BuildError, PartialBuild, build, format_summary  # noqa: F401
 
 
 def __getattr__(name):

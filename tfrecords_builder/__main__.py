@@ -11,9 +11,17 @@ def _short(value, limit: int = 32) -> str:
     return text if len(text) <= limit else text[:limit - 4] + "...'"
 
 
+def _option_text(key: str, declared) -> str:
+    from tfrecords_builder.base import as_option
+
+    option = as_option(key, declared)
+    bounded = option.choices or option.minimum is not None or option.maximum is not None or option.below is not None
+    return f"{key}={_short(option.default)}" + (f" ({option.expected()})" if bounded else "")
+
+
 def _parser(databases: dict) -> argparse.ArgumentParser:
     listing = "\n".join(f"  {name:<16} {cls.DESCRIPTION}" + (f"\n  {'':<16} options: " + ", ".join(
-        f"{key}={_short(value)}" for key, value in cls.OPTIONS.items()) if cls.OPTIONS else "")
+        _option_text(key, value) for key, value in cls.OPTIONS.items()) if cls.OPTIONS else "")
         for name, cls in databases.items())
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_builder",
@@ -29,6 +37,12 @@ def _parser(databases: dict) -> argparse.ArgumentParser:
     parser.add_argument("--shards", type=int, default=None, help="shards per split (default: by size)")
     parser.add_argument("--frame-stride", type=int, default=1, help="keep every N-th video frame (default 1)")
     parser.add_argument("--strict", action="store_true", help="fail on the first skipped input")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild every shard (default: keep the shards of an earlier run whose inputs and "
+                             "arguments are unchanged)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="accept a build that writes nothing or skips more than half of its inputs "
+                             "(default: exit 1 naming the commonest skip reasons)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary table")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a builder option (repeatable), e.g. --option validation_fraction=0.1")
@@ -38,6 +52,7 @@ def _parser(databases: dict) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tfrecords_builder import DATABASES, BuildError, LayoutError, build
+    from tfrecords_builder.base import UsageError
 
     args = _parser(DATABASES).parse_args(argv)
     options = {}
@@ -55,7 +70,10 @@ def main(argv=None) -> int:
     try:
         build(args.database, args.root, args.out, workers=args.workers, image_size=args.image_size,
               strict=args.strict, shards=args.shards, frame_stride=args.frame_stride,
-              progress=not args.no_progress, **options)
+              progress=not args.no_progress, force=args.force, allow_partial=args.allow_partial, **options)
+    except UsageError as error:  # checked before any work: nothing was written
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (LayoutError, BuildError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -76,8 +76,12 @@ class Afew(Builder):
         return {"companion_folders": getattr(self, "_companions", [])}
 
     def examples(self, item: Item):
-        clip = item.key
-        for index, frame in self.video_frames(self.root / item.data["clip"], item):
+        from fbnet_tf import video
+
+        clip, path = item.key, self.root / item.data["clip"]
+        frames = video.frame_count(path) if path.is_file() else 0  # every frame carries the clip's label
+        # An unreadable clip counts as the frames its header declares (1 when it declares none).
+        for index, frame in self.video_frames(path, item, labelled=range(frames) if frames else None):
             crop = self.detect_frame(frame, item, index, video=item.data["clip"])
             if isinstance(crop, Skip):
                 yield crop

@@ -25,7 +25,7 @@ import numpy as np
 
 from fbnet_tf import face
 from fbnet_tf.labels import expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, resolve_in_root
 
 # Native expression codes, mapped to the canonical space by name (Contempt ... No-Face map to "no label").
 ORIGINAL_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
@@ -70,7 +70,8 @@ class AffectNet(Builder):
                        "(or, newer release) train_set/images/<id>.jpg + train_set/annotations/<id>_exp.npy, "
                        "_val.npy, _aro.npy, _lnd.npy; val_set/...")
     ITEMS_PER_SHARD = 5000
-    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True, "release": "auto"}
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "keep_non_basic": True,
+               "release": Option("auto", choices=("auto", "original", "newer"))}
 
     def _split(self, released: str, key: str) -> str:
         return "test" if released == "test" else self.seeded_split(key)
@@ -101,7 +102,7 @@ class AffectNet(Builder):
             if not path.is_file():
                 continue
             file = self.relative(path)
-            with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
                 reader = csv.reader(handle)
                 for row in reader:
                     line = reader.line_num
@@ -169,7 +170,8 @@ class AffectNet(Builder):
                 yield Skip(Reason.MISSING_FILE, f"annotations for {image_id} but no image in {folder}/images",
                            self.relative(annotations / f"{image_id}_exp.npy"))
             for image_id in sorted(set(pictured) - labelled):
-                yield Skip(Reason.NO_LABEL, f"image without {image_id}_exp.npy", self.relative(pictured[image_id]))
+                yield Skip(Reason.NO_LABEL, f"image without {image_id}_exp.npy", self.relative(pictured[image_id]),
+                           count=0)  # an image that carries no label is not an input
             for image_id in sorted(labelled & set(pictured)):
                 yield Item(split=self._split(released, image_id), key=self.relative(pictured[image_id]),
                            file=self.relative(annotations / f"{image_id}_exp.npy"),

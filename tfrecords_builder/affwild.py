@@ -15,6 +15,9 @@ Skips: a frame whose label line is not a number or is outside [-1, 1] (`file`, `
 the end of the label files (`no_label`), labelled frames past the video's end (`missing_file`) - each one record
 per video whose `count` is its number of frames - and a frame without a face (`no_face`; `file` = the video,
 `line` = the 1-based frame number).
+Inputs (manifest `accounting`) are the frames with a line in a label file; an unlabelled video (the public test
+set), video frames past the label files, a stray or duplicate file are listed with count 0. A missing video counts
+its labelled frames. Videos are built in ranges of 500 frames.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class AffWild(Builder):
     EXPECTED_LAYOUT = ("videos/train/<video>.mp4 (or .avi)", "videos/test/<video>.mp4 (or .avi)",
                        "annotations/train/valence/<video>.txt", "annotations/train/arousal/<video>.txt")
     ITEMS_PER_SHARD = 4  # one item = one video (thousands of frames)
+    SEGMENT_FRAMES = 500  # ... built in ranges of 500 frames, so that every worker has work
     OPTIONS = {"validation_fraction": 0.15, "seed": 0}
 
     def list_items(self):
@@ -50,11 +54,11 @@ class AffWild(Builder):
             for path in sorted(folder.iterdir()) if folder.is_dir() else ():
                 if path.name.startswith("."):
                     continue
-                if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
-                    yield Skip(Reason.BAD_ROW, "not a .mp4/.avi video", file=self.relative(path))
+                if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():  # no labelled input lost
+                    yield Skip(Reason.BAD_ROW, "not a .mp4/.avi video", file=self.relative(path), count=0)
                 elif path.stem in videos:
                     yield Skip(Reason.DUPLICATE, f"video {path.stem} exists twice; {videos[path.stem].name} is kept",
-                               file=self.relative(path))
+                               file=self.relative(path), count=0)
                 else:
                     videos[path.stem] = path
             labels = {dimension: self._label_files(set_name, dimension) for dimension in DIMENSIONS}
@@ -63,23 +67,38 @@ class AffWild(Builder):
                 if video not in videos:
                     present = next(p for p in files.values() if p is not None)
                     yield Skip(Reason.MISSING_FILE, f"annotated video {video} has no videos/{set_name}/{video}.mp4 "
-                                                    "or .avi", file=self.relative(present))
+                                                    "or .avi", file=self.relative(present), count=self._labelled(files))
                     continue
                 where = {"file": self.relative(videos[video])}
                 absent = [d for d in DIMENSIONS if files[d] is None]
                 if len(absent) == len(DIMENSIONS):
                     why = ("test video: the public release has no test labels" if set_name == "test"
                            else "training video without annotations/train/{valence,arousal}/" + f"{video}.txt")
-                    yield Skip(Reason.NO_LABEL, why, **where)
+                    yield Skip(Reason.NO_LABEL, why, **where, count=0)  # an unlabelled video is not an input
                     continue
                 if absent:
                     yield Skip(Reason.MISSING_FILE, f"no annotations/{set_name}/{absent[0]}/{video}.txt beside the "
-                                                    f"{DIMENSIONS[1 - DIMENSIONS.index(absent[0])]} file", **where)
+                                                    f"{DIMENSIONS[1 - DIMENSIONS.index(absent[0])]} file", **where,
+                               count=self._labelled(files))
                     continue
                 split = "test" if set_name == "test" else self.seeded_split(video)
                 yield Item(split=split, key=video, data={
                     "video": self.relative(videos[video]),
                     **{d: [self.relative(files[d]), file_digest(files[d])] for d in DIMENSIONS}}, **where)
+
+    def _labelled(self, files: dict) -> int:
+        """Labelled frames (those `frame_stride` keeps) of a video that cannot be built: its longest label file."""
+        try:
+            lines = max(len(self.read_lines(self.relative(path))) for path in files.values() if path is not None)
+        except Skip:  # an unreadable label file: its frames cannot be counted
+            return 1
+        return max(1, -(-lines // self.frame_stride))
+
+    def frame_range(self, item: Item):
+        from fbnet_tf import video
+
+        path = self.root / item.data["video"]
+        return (0, video.frame_count(path)) if path.is_file() else None
 
     def _label_files(self, set_name: str, dimension: str) -> dict:
         folder = self.root / "annotations" / set_name / dimension
@@ -97,10 +116,15 @@ class AffWild(Builder):
                     value.file, value.line = file, frame + 1
                     problems.setdefault(frame, value)
                 values[dimension].append(value)
-        labelled = min(len(v) for v in values.values())
-        unlabelled = []
-        for index, image in self.video_frames(self.root / video, item):
-            last = index  # video_frames raises when there is no frame at all
+        labelled = min(len(v) for v in values.values())  # frames with both labels
+        described = max(len(v) for v in values.values())  # frames with at least one: the inputs
+        unlabelled, beyond = [], []
+        last = self.segment[0] - 1
+        for index, image in self.video_frames(self.root / video, item, labelled=range(described)):
+            last = index
+            if index >= described:
+                beyond.append(index)  # no label line: not an input (noted below, counted 0)
+                continue
             if index >= labelled:
                 unlabelled.append(index)
                 continue
@@ -114,10 +138,13 @@ class AffWild(Builder):
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.key,
                               va=(values["valence"][index], values["arousal"][index]))
         if unlabelled:
-            yield Skip(Reason.NO_LABEL, f"{len(unlabelled)} frames ({unlabelled[0]}-{unlabelled[-1]}) of {video} are "
-                                        f"past the end of its label files ({labelled} lines)", file=video,
-                       count=len(unlabelled))
-        yield from self.frames_past_end(range(labelled), last, video)
+            yield Skip(Reason.NO_LABEL, f"frames of {video} past the end of its shorter label file ({labelled} "
+                                        "lines): valence or arousal is missing", file=video,
+                       count=len(unlabelled), frames=(unlabelled[0], unlabelled[-1]))
+        if beyond:
+            yield Skip(Reason.NO_LABEL, f"frames of {video} past the end of its label files ({described} lines) are "
+                                        "not annotated", file=video, count=0, frames=(beyond[0], beyond[-1]))
+        yield from self.frames_past_end(range(described), last, video)
 
 
 def _parse_value(line: str):

@@ -36,7 +36,7 @@ import re
 
 from fbnet_tf.labels import expression_index, expression_map, parse_au_number
 from fbnet_tf.records import SPLITS
-from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, parse_int, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, file_digest, parse_int, resolve_in_root
 
 RELEASES = {  # release -> task -> accepted folder names
     "2020": {"va": ("VA_Set",), "expr": ("EXPR_Set",), "au": ("AU_Set",)},
@@ -77,7 +77,7 @@ class AffWild2(Builder):
         "<video>.txt   (ABAW 2022+; at the root or up to two folders down, or --option annotations=PATH), or",
         "training_set_annotations_22.txt, validation_set_annotations_22.txt   (ABAW 2022 multi-task)")
     ITEMS_PER_SHARD = 2  # one item = one video (up to ~50k frames)
-    OPTIONS = {"release": "auto", "annotations": ""}
+    OPTIONS = {"release": Option("auto", choices=("auto", "2020", "2022", "mtl")), "annotations": ""}
 
     # --- listing (main process) ----------------------------------------------------------------------------
     def list_items(self):
@@ -105,7 +105,7 @@ class AffWild2(Builder):
                 count = sum(1 for name in os.listdir(folder) if _FRAME_IMAGE.match(name))
                 yield Skip("unlabelled_images", f"{count} images of video {folder.name}: the video is in no "
                                                 "annotation file (ABAW's test labels are not public)",
-                           file=self.relative(folder), count=max(1, count))
+                           file=self.relative(folder), count=0)  # images with no label are not inputs
 
     def _find_release(self) -> tuple[str, dict]:
         """(release, {task: folder} or {split: multi-task file}) found under the root (or `annotations=PATH`)."""
@@ -178,7 +178,7 @@ class AffWild2(Builder):
     def _list_multitask(self, files: dict, image_roots: list, videos: dict):
         for split, path in sorted(files.items()):
             rel = self._name(path)
-            lines = path.read_text(errors="replace").splitlines()
+            lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
             header = [h.strip().lower() for h in (lines[0].split(",") if lines else [])]
             columns = {name: header.index(name) for name in ("image", "valence", "arousal", "expression")
                        if name in header}
@@ -263,7 +263,7 @@ class AffWild2(Builder):
         unlabelled = sorted(set(images) - set(frames))
         if unlabelled:
             yield Skip("unlabelled_images", f"{len(unlabelled)} images of video {video} have no label row "
-                                            f"(frames {_ranges(unlabelled)})", file=folder, count=len(unlabelled))
+                                            f"(frames {_ranges(unlabelled)})", file=folder, count=0)  # not inputs
 
     def _read_labels(self, item: Item, frames: dict):
         """Fill `frames` from the item's annotation rows; yield a Skip per malformed header or row."""

@@ -15,7 +15,9 @@ progress) lives once, in `tfrecords_builder.writer`.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Iterator
@@ -45,30 +47,104 @@ class Reason:
 class Skip(Exception):
     """An input that is left out, with where it came from. `raise` it to drop an item, `yield` it to record one.
 
-    `count` is how many inputs the record stands for: a run of N consecutive skipped frames is recorded once
-    (one message naming the range) and counted N times in `skipped_by_reason` and the summary.
+    `count` is how many labelled inputs the record stands for: a run of N consecutive skipped frames is recorded
+    once (one message naming the range) and counted N times in `skipped_by_reason` and the summary. `count=0`
+    records a problem that loses no input (an AU label file missing: that AU is masked out; a file that carries
+    no label): listed in the manifest, not counted as skipped. `frames` = (first, last) frame numbers of a run:
+    records of one item that differ only in their counts and runs (the ranges of a video built in parts) are
+    merged into one.
     """
 
     def __init__(self, reason: str, message: str, file: str | os.PathLike | None = None, line: int | None = None,
-                 count: int = 1):
+                 count: int = 1, frames: tuple[int, int] | None = None):
         super().__init__(f"{file or '?'}{f':{line}' if line else ''}: {reason}: {message}")
         self.reason = reason
         self.message = message
         self.file = None if file is None else str(file)
         self.line = line
         self.count = int(count)
+        self.frames = None if frames is None else [int(frames[0]), int(frames[1])]
 
     def __reduce__(self):  # picklable across the process pool despite the custom constructor
-        return (Skip, (self.reason, self.message, self.file, self.line, self.count))
+        return (Skip, (self.reason, self.message, self.file, self.line, self.count, self.frames))
 
     def record(self, **context) -> dict:
         """The JSON-able manifest entry."""
-        return {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message,
-                "count": self.count, **context}
+        record = {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message,
+                  "count": self.count}
+        if self.frames is not None:
+            record["frames"] = list(self.frames)
+        return {**record, **context}
 
 
 class LayoutError(FileNotFoundError):
     """The root matches none of the layouts the builder knows; the message lists every path it expected."""
+
+
+class UsageError(ValueError):
+    """An argument or builder option out of its type or range: one line naming it, its value and what is expected
+    (the CLI exits 2). Raised before any work is done."""
+
+
+class UnknownOption(UsageError, TypeError):
+    """An option the builder does not take."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A builder option's default and what it accepts, declared in `OPTIONS` instead of checks in the code:
+
+        OPTIONS = {"camera": Option("left", choices=("left", "right", "both")),
+                   "threshold": Option(2, minimum=1, maximum=5), "seed": 0}
+
+    The value's type is the default's (int, float, bool, str). `minimum`/`maximum` are inclusive, `below` an
+    exclusive upper bound. A plain default is an Option with no bounds, except that options named `*_fraction`
+    take values in [0, 1)."""
+
+    default: Any
+    choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    below: float | None = None
+
+    def expected(self) -> str:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(self.default), "text")
+        low, high, below = (None if x is None else f"{x:g}" for x in (self.minimum, self.maximum, self.below))
+        if self.choices:
+            return "one of " + ", ".join(str(choice) for choice in self.choices)
+        if low is not None and below is not None:
+            return f"{kind} in [{low}, {below})"
+        if low is not None and high is not None:
+            return f"{kind} in {low}..{high}"
+        if low is not None:
+            return f"{kind} >= {low}"
+        if high is not None or below is not None:
+            return f"{kind} {'<= ' + high if high is not None else '< ' + below}"
+        return kind
+
+    def check(self, value, what: str):
+        """`value` (a CLI string or a Python value) converted to the default's type and checked; UsageError."""
+        try:
+            value = _coerce(value, self.default)
+        except (TypeError, ValueError):
+            raise UsageError(f"{what}={value!r}: expected {self.expected()}") from None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ((self.choices and value not in self.choices)
+                or (number and not math.isfinite(value))
+                or (number and self.minimum is not None and value < self.minimum)
+                or (number and self.maximum is not None and value > self.maximum)
+                or (number and self.below is not None and value >= self.below)):
+            raise UsageError(f"{what}={value!r}: expected {self.expected()}")
+        return value
+
+
+def as_option(name: str, declared) -> Option:
+    """The `Option` of an `OPTIONS` entry (a plain default gets the rules its name implies)."""
+    if isinstance(declared, Option):
+        return declared
+    if name.endswith("_fraction") and isinstance(declared, (int, float)):
+        return Option(float(declared), minimum=0.0, below=1.0)
+    return Option(declared)
 
 
 @dataclass(frozen=True)
@@ -170,16 +246,21 @@ def decode_image(data: bytes, path, file=None, line: int | None = None) -> np.nd
         raise Skip(error.reason, error.message, file if file is not None else path, line) from None
 
 
-def video_frames(path: Path, stride: int = 1, start: int = 0, file=None) -> Iterator[tuple[int, np.ndarray]]:
+def video_frames(path: Path, stride: int = 1, start: int = 0, file=None, *,
+                 allow_end: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Lazily yield (frame index, RGB uint8 frame) for every `stride`-th frame of a video, from `start`
     (`fbnet_tf.video.frames`). Raises Skip(MISSING_FILE) for a missing video and Skip(UNREADABLE_VIDEO) for one
-    that cannot be opened or yields no frame."""
+    that cannot be opened or yields no frame (with `allow_end`, a video that ends before `start` yields nothing:
+    a later range of a video whose labels run past its end)."""
     from fbnet_tf import video
 
     if not Path(path).is_file():
         raise Skip(Reason.MISSING_FILE, f"video {path} does not exist", file or path)
     try:
         yield from video.frames(path, stride, start)
+    except video.VideoEnded:
+        if not allow_end:
+            raise Skip(Reason.UNREADABLE_VIDEO, str(sys.exc_info()[1]), file or path) from None
     except video.VideoError as err:
         raise Skip(Reason.UNREADABLE_VIDEO, str(err), file or path) from None
 
@@ -195,6 +276,23 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
     return buffer.tobytes()
 
 
+# Engine arguments, checked like options. Below 16 px a face crop holds nothing a model can use.
+IMAGE_SIZE = Option(112, minimum=16, maximum=4096)
+FRAME_STRIDE = Option(1, minimum=1)
+WORKERS = Option(1, minimum=1)
+SHARDS = Option(1, minimum=1)
+
+# What to check when a build skips many inputs for a reason (builders add their own in `Builder.HINTS`).
+SKIP_HINTS = {
+    Reason.MISSING_FILE: "check that --root is the folder the annotation files' paths are relative to",
+    Reason.NO_FACE: "the detector found no face: check that the images show faces (or that the database's "
+                    "aligned crops are used)",
+    Reason.UNREADABLE_VIDEO: "OpenCV cannot decode these videos: check the files (ffprobe) and OpenCV's codecs",
+    Reason.BAD_ROW: "the annotation rows do not have the expected columns: check the release's file format",
+    Reason.UNSAFE_PATH: "the annotation files name paths outside --root",
+}
+
+
 class Builder:
     """Base class of a database builder. Subclasses set the class attributes and write `list_items`/`examples`."""
 
@@ -205,17 +303,30 @@ class Builder:
     MANUAL_DOWNLOAD_INSTRUCTIONS: ClassVar[str] = ""  # where to get it, and which folder `--root` points at
     EXPECTED_LAYOUT: ClassVar[tuple[str, ...]] = ()   # paths under the root, listed when the layout matches none
     ITEMS_PER_SHARD: ClassVar[int] = 2000       # items per shard when `shards` is not given (use ~1-4 for videos)
-    OPTIONS: ClassVar[dict[str, Any]] = {}      # builder-specific options and their defaults (`--option k=v`)
+    OPTIONS: ClassVar[dict[str, Any]] = {}      # builder options: defaults or `Option`s (`--option k=v`)
     JPEG_QUALITY: ClassVar[int] = 95
+    HINTS: ClassVar[dict[str, str]] = {}        # {skip reason: what to check}, shown when a build fails (+ SKIP_HINTS)
+    SEGMENT_FRAMES: ClassVar[int] = 0           # > 0: long videos are cut into ranges of this many frames (workers)
 
     def __init__(self, root, *, image_size: int = 112, frame_stride: int = 1, **options):
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            raise TypeError(f"{self.NAME}: unknown option(s) {unknown}; this builder takes {sorted(self.OPTIONS)}")
+            raise UnknownOption(f"{self.NAME}: unknown option(s) {unknown}; this builder takes "
+                                f"{sorted(self.OPTIONS) or 'none'}")
         self.root = Path(root)
-        self.image_size = int(image_size)
-        self.frame_stride = max(1, int(frame_stride))
-        self.options = {**self.OPTIONS, **{k: _coerce(v, self.OPTIONS[k]) for k, v in options.items()}}
+        self.image_size = IMAGE_SIZE.check(image_size, "--image-size")
+        self.frame_stride = FRAME_STRIDE.check(frame_stride, "--frame-stride")
+        self.options = {}
+        for name, declared in self.OPTIONS.items():
+            option = as_option(name, declared)
+            self.options[name] = option.check(options.get(name, option.default), f"{self.NAME}: option {name}")
+        fractions = {k: v for k, v in self.options.items() if k in ("validation_fraction", "test_fraction")}
+        if len(fractions) == 2 and sum(fractions.values()) >= 1:
+            raise UsageError(f"{self.NAME}: options validation_fraction={fractions['validation_fraction']} and "
+                             f"test_fraction={fractions['test_fraction']} sum to {sum(fractions.values()):g}; "
+                             "expected a sum below 1 (the train split would be empty)")
+        self.segment: tuple[int, int | None] = (0, None)  # the frames a work unit covers (see `segments`)
+        self.inputs_read: dict[str, list | None] = {}  # files `examples` read, with their size and mtime
 
     # --- what a builder writes ---------------------------------------------------------------------------------
     def list_items(self) -> Iterator[Item | Skip]:
@@ -277,8 +388,10 @@ class Builder:
     def read_lines(self, relative: str) -> list[str]:
         """The lines of an annotation file under the root, trailing blank lines dropped; Skip(MISSING_FILE) naming
         the file when it cannot be read."""
+        self.depends_on(self.root / relative)
         try:
-            lines = (self.root / relative).read_text(errors="replace").splitlines()
+            # utf-8-sig: a byte-order mark (Windows editors) is not part of the first row.
+            lines = (self.root / relative).read_text(encoding="utf-8-sig", errors="replace").splitlines()
         except OSError as error:
             raise Skip(Reason.MISSING_FILE, f"cannot read {relative}: {error}", relative) from None
         while lines and not lines[-1].strip():
@@ -290,14 +403,71 @@ class Builder:
         label vector; none by default."""
         return {}
 
+    def depends_on(self, path) -> None:
+        """Note that this item's output depends on the file at `path` (present or not): a rerun rebuilds the shard
+        when its size or modification time changes (a restored image, a replaced video). `read_image`,
+        `video_frames` and `read_lines` call it; call it for any other file `examples` reads."""
+        path = Path(path)
+        try:
+            stat = path.stat()
+            state = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            state = None
+        self.inputs_read[self.relative_or_name(path, str(path))] = state
+
     def read_image(self, path: Path, item: Item | None = None) -> np.ndarray:
-        """RGB uint8 image; Skip(MISSING_FILE / UNREADABLE_IMAGE / TRUNCATED_IMAGE) attributed to the item's row."""
+        """RGB uint8 image; Skip(MISSING_FILE / UNREADABLE_IMAGE / TRUNCATED_IMAGE / CORRUPT_IMAGE) attributed to
+        the item's row."""
+        self.depends_on(path)
         return read_image(path, item.file if item else None, item.line if item else None)
 
-    def video_frames(self, path: Path, item: Item | None = None, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        """Lazy (index, RGB frame) pairs every `frame_stride` frames from frame `start` (see `video_frames`);
-        its skips name the item's file."""
-        return video_frames(path, stride=self.frame_stride, start=start, file=item.file if item else None)
+    # --- videos: frame ranges (segments) ------------------------------------------------------------------------
+    def frame_range(self, item: Item) -> tuple[int, int] | None:
+        """The frame indices [first, stop) an item's labels cover, roughly (from the video's header, a range file
+        ...), for cutting a long video into `SEGMENT_FRAMES` ranges that workers build in parallel; None (the
+        default) keeps the item whole. Override it together with a non-zero `SEGMENT_FRAMES`."""
+        return None
+
+    def in_segment(self, index: int) -> bool:
+        """True when frame `index` (0-based) belongs to the range this call of `examples` builds."""
+        low, high = self.segment
+        return index >= low and (high is None or index < high)
+
+    @property
+    def first_segment(self) -> bool:
+        """True for the range holding frame 0 (the whole item when it is not cut): item-level records (a bad label
+        row without a frame, a file read once per item) are yielded there only, so they are counted once."""
+        return self.segment[0] == 0
+
+    def frames_kept(self, labelled, *, start: int = 0, first: int = 0) -> int:
+        """How many of the `labelled` frame numbers (numbered from `first`; an int is taken as a count) this call
+        builds: those `frame_stride` keeps (counting from frame `start`) inside the current range."""
+        if isinstance(labelled, int):
+            return labelled if self.segment == (0, None) else 0
+        return sum(1 for f in set(labelled) if f - first >= start and (f - first - start) % self.frame_stride == 0
+                   and self.in_segment(f - first))
+
+    def video_frames(self, path: Path, item: Item | None = None, start: int = 0, *, labelled=None,
+                     first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Lazy (index, RGB frame) pairs every `frame_stride` frames from frame `start`, within the current range
+        (see `frame_range`); its skips name the item's file.
+
+        `labelled`: the frame numbers (from `first`) the labels describe, or their count: a missing or unreadable
+        video is then counted as that many skipped inputs (those this call builds), not as one."""
+        self.depends_on(path)
+        count = 1 if labelled is None else self.frames_kept(labelled, start=start, first=first)
+        low, high = self.segment
+        if low > start:  # the first frame of this range that the stride keeps
+            start += -(-(low - start) // self.frame_stride) * self.frame_stride
+        try:
+            for index, frame in video_frames(path, stride=self.frame_stride, start=start,
+                                             file=item.file if item else None, allow_end=low > 0):
+                if high is not None and index >= high:
+                    return
+                yield index, frame
+        except Skip as skip:
+            skip.count = count
+            raise
 
     def resize_aligned(self, image_rgb: np.ndarray) -> np.ndarray:
         """A crop the database already aligned, resized to `image_size` (area filter when shrinking)."""
@@ -355,11 +525,11 @@ class Builder:
     def frames_past_end(self, labelled, last_read: int, video: str, *, first: int = 0) -> Iterator[Skip]:
         """One Skip(MISSING_FILE) counting the `labelled` frame numbers after `last_read` that `frame_stride` keeps
         (numbers start at `first`: 0 or 1) - labels the video does not reach - or nothing. `yield from` it."""
-        beyond = sorted(f for f in set(labelled) if f > last_read and (f - first) % self.frame_stride == 0)
+        beyond = sorted(f for f in set(labelled) if f > last_read and (f - first) % self.frame_stride == 0
+                        and self.in_segment(f - first))
         if beyond:
-            yield Skip(Reason.MISSING_FILE, f"{len(beyond)} labelled frames ({beyond[0]}-{beyond[-1]}) are past the "
-                                            f"end of {video} (last frame read: {last_read})", file=video,
-                       count=len(beyond))
+            yield Skip(Reason.MISSING_FILE, f"labelled frames past the end of {video}", file=video,
+                       count=len(beyond), frames=(beyond[0], beyond[-1]))
 
     def sample(self, item: Item, crop_rgb: np.ndarray, *, sample_id: str | None = None, **labels) -> Sample:
         """A `Sample` of this database for `item` with the JPEG-encoded crop; `labels` are `Sample` fields
@@ -379,13 +549,31 @@ class Builder:
 
 
 def _coerce(value, default):
-    """CLI option strings -> the type of the option's default."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    """An option's value (a CLI string or a Python value) as the type of its default; ValueError otherwise."""
+    if default is None:
         return value
     if isinstance(default, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
             return True
-        if value.lower() in ("0", "false", "no", "off"):
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    return type(default)(value)
+        raise ValueError(value)
+    if isinstance(default, int):
+        if isinstance(value, str):
+            return int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(value)
+        if not float(value).is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value.strip() if isinstance(value, str) else value)
+    if isinstance(default, str):
+        if isinstance(value, (str, os.PathLike)):
+            return str(value) if not isinstance(value, str) else value
+        raise ValueError(value)
+    return value

@@ -98,6 +98,9 @@ class Bp4d(Builder):
                        "--option frames_dir=DIR)")
     POSITION_RULE = True  # BP4D's AU k is column k+1 (checked against the header); the last column is occlusion
     ITEMS_PER_SHARD = 2000
+    HINTS = {Reason.MISSING_FILE: "frames are read from <frames>/<subject>/<task>/<frame>.jpg under Sequences/, "
+                                  "BP4D-training/, 2D+3D/ or images/ (BP4D+ ships them inside 2D+3D/<subject>.zip), "
+                                  "or --option frames_dir=DIR: check that the frame folders are there"}
     OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "seed": 0}
 
     # --- splits --------------------------------------------------------------------------------------------------
@@ -232,7 +235,7 @@ class Bp4d(Builder):
                 continue
             path = candidates[0]
             values = found.setdefault(au, {})
-            for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
                 if not line.strip():
                     continue
                 fields = [field.strip() for field in line.split(",")]
@@ -258,6 +261,7 @@ class Bp4d(Builder):
     def examples(self, item: Item):
         if "zip" in item.data:
             where = f"{item.data['zip']}:{item.data['member']}"
+            self.depends_on(item.data["zip"])  # a replaced archive rebuilds the shard
             try:
                 data = _archive(item.data["zip"]).read(item.data["member"])
             except (OSError, KeyError, zipfile.BadZipFile) as error:

@@ -83,7 +83,7 @@ class CelebA(Builder):
     def _partition(self, partition_file: str) -> tuple[dict, list[Skip]]:
         """{image name: split} from list_eval_partition.txt, and the skips of its bad lines."""
         splits, skips = {}, []
-        for number, line in enumerate((self.root / partition_file).read_text(errors="replace").splitlines(), 1):
+        for number, line in enumerate((self.root / partition_file).read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
@@ -104,7 +104,7 @@ class CelebA(Builder):
         order = self._attribute_order()
         partition, skips = self._partition(partition_file)
         yield from skips
-        lines = (self.root / attribute_file).read_text(errors="replace").splitlines()
+        lines = (self.root / attribute_file).read_text(encoding="utf-8-sig", errors="replace").splitlines()
         header = lines[1].split() if len(lines) > 1 else []
         if sorted(header) != sorted(order):
             raise self.layout_error(f"{attribute_file} line 2 names {len(header)} attributes "

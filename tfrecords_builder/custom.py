@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from fbnet_tf.labels import EXPRESSIONS, expression_index, parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, resolve_in_root
 
 TABLE_NAMES = ("labels.csv", "labels.jsonl")
 BOX = ("face_x", "face_y", "face_w", "face_h")
@@ -89,7 +89,8 @@ class Custom(Builder):
     EXPECTED_LAYOUT = ("labels.csv   (header: image,expression,valence,arousal,AU1,AU12,...,subject,split,...)",
                        "(or) labels.jsonl   (one JSON object a line with the same keys)",
                        "<the images, at the paths the table gives relative to its folder>")
-    OPTIONS = {"au_threshold": 0.0, "expression_names": "", "box": "detect", "ignore_columns": "",
+    OPTIONS = {"au_threshold": Option(0.0, minimum=0.0, maximum=5.0), "expression_names": "",
+               "box": Option("detect", choices=("detect", "crop")), "ignore_columns": "",
                "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
 
     def __init__(self, root, **kwargs):

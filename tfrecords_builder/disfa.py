@@ -17,12 +17,15 @@ subject = `SN0xx`; `extra["camera"]` = left/right.
 Skips: a frame whose label row is garbled or out of range (`file`, `line` = that row), a frame with no row in one
 of the subject's label files (`no_label`), a frame without a face (`no_face`; `file` = the video, `line` = the
 frame number), labelled frames past the video's end (`missing_file`, one record per video counting them).
+Inputs (manifest `accounting`) are the frames with a row in at least one of the subject's label files: a missing or
+unreadable video counts all of them; a missing AU file (that AU masked out), a stray folder and video frames that no
+label file mentions are listed with count 0 (no labelled frame lost). Videos are built in ranges of 500 frames.
 """
 from __future__ import annotations
 
 import re
 
-from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest, key_rank, parse_int
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, file_digest, key_rank, parse_int
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 LABELS = "ActionUnit_Labels"
@@ -50,7 +53,12 @@ class Disfa(Builder):
                        "Video_RightCamera/RightVideoSN001_Comp.avi (or Videos_RightCamera/; only with camera=right "
                        "or both)")
     ITEMS_PER_SHARD = 4  # one item = one subject's video (4845 frames)
-    OPTIONS = {"camera": "left", "threshold": 2, "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    SEGMENT_FRAMES = 500  # ... built in ranges of 500 frames, so that every worker has work
+    HINTS = {Reason.MISSING_FILE: "camera=right reads Video_RightCamera/ (or Videos_RightCamera/); camera=left "
+                                  "Videos_LeftCamera/: check that the camera's folder and its videos are there"}
+    OPTIONS = {"camera": Option("left", choices=("left", "right", "both")),
+               "threshold": Option(2, minimum=1, maximum=MAX_INTENSITY), "validation_fraction": 0.15,
+               "test_fraction": 0.15, "seed": 0}
 
     def list_items(self):
         camera = self.option_choice("camera", ("left", "right", "both"))
@@ -68,7 +76,8 @@ class Disfa(Builder):
             if folder.is_dir() and _SUBJECT.match(folder.name):
                 subjects.append(folder)
             else:
-                yield Skip(Reason.BAD_ROW, "not a subject folder; expected SN<digits>/", file=self.relative(folder))
+                yield Skip(Reason.BAD_ROW, "not a subject folder; expected SN<digits>/", file=self.relative(folder),
+                           count=0)  # holds no labelled frame
         if not subjects:
             raise self.layout_error(f"no SN<digits>/ subject folders in {LABELS}/")
         splits = self._subject_splits([folder.name for folder in subjects])
@@ -82,14 +91,13 @@ class Disfa(Builder):
             for au in DISFA_AUS:
                 if au not in files:
                     yield Skip(Reason.MISSING_FILE, f"no label file for AU{au}: that AU is masked out for {subject}",
-                               file=f"{LABELS}/{subject}/{subject}_au{au}.txt")
+                               file=f"{LABELS}/{subject}/{subject}_au{au}.txt", count=0)  # no frame is lost
             if not files:
                 continue
             for side in cameras:
                 video = self._video(subject, side, folders[side])
-                if isinstance(video, Skip):
-                    yield video
-                    continue
+                if isinstance(video, Skip):  # examples() counts it as one skip per labelled frame
+                    video = self.root / video.file
                 yield Item(split=splits[subject], key=video.stem,
                            data={"subject": subject, "camera": side, "video": self.relative(video), "labels": files},
                            file=self.relative(video))
@@ -115,6 +123,12 @@ class Disfa(Builder):
         return Skip(Reason.MISSING_FILE, f"no {side}-camera video for {subject}; expected {folder.name}/{expected}",
                     file=f"{folder.name}/{expected}")
 
+    def frame_range(self, item: Item):
+        from fbnet_tf import video
+
+        path = self.root / item.data["video"]
+        return (0, video.frame_count(path)) if path.is_file() else None
+
     def examples(self, item: Item):
         subject, video = item.data["subject"], item.data["video"]
         intensities, problems = {}, {}  # AU -> {frame: intensity}; frame -> Skip of its first bad row
@@ -122,8 +136,10 @@ class Disfa(Builder):
         for au, file in sorted(files.items()):
             try:
                 lines = self.read_lines(file)
-            except Skip as skip:
-                yield skip
+            except Skip as skip:  # that AU is masked out: no frame is lost
+                if self.first_segment:
+                    skip.count = 0
+                    yield skip
                 continue
             intensities[au] = {}
             for line_number, line in enumerate(lines, start=1):
@@ -135,20 +151,28 @@ class Disfa(Builder):
                     skip.file, skip.line = file, line_number
                     if getattr(skip, "frame", None) is not None:
                         problems.setdefault(skip.frame, skip)  # recorded when the video reaches that frame
-                    else:
-                        yield skip  # no usable frame number: the row alone is recorded
+                    elif self.first_segment:  # no usable frame number: the row alone is recorded, losing no
+                        skip.count = 0        # frame (a frame without this AU's row is counted as no_label)
+                        yield skip
                     continue
                 if frame in intensities[au]:
-                    yield Skip(Reason.BAD_ROW, f"frame {frame} is listed twice; the first is kept", file, line_number)
+                    if self.first_segment:
+                        yield Skip(Reason.BAD_ROW, f"frame {frame} is listed twice; the first is kept", file,
+                                   line_number, count=0)
                     continue
                 intensities[au][frame] = value
         if not intensities:
-            raise Skip(Reason.NO_LABEL, f"none of {subject}'s label files could be read")
+            raise Skip(Reason.NO_LABEL, f"none of {subject}'s label files could be read",
+                       count=int(self.first_segment))
         threshold = self.options["threshold"]
         labelled = set().union(*(set(frames) for frames in intensities.values())) | set(problems)
-        for index, image in self.video_frames(self.root / video, item):
+        last, unlabelled = self.segment[0], []  # the frame number before this range's first
+        for index, image in self.video_frames(self.root / video, item, labelled=labelled, first=1):
             frame = index + 1
-            last = frame  # video_frames raises when there is no frame at all
+            last = frame
+            if frame not in labelled:
+                unlabelled.append(frame)  # no label file has a row for it: not an input (noted, counted 0)
+                continue
             if frame in problems:
                 yield problems[frame]
                 continue
@@ -165,6 +189,9 @@ class Disfa(Builder):
                     for number, frames in intensities.items()}
             yield self.sample(item, crop, sample_id=f"{item.key}/{frame:05d}", subject=subject, facs=facs,
                               extra={"camera": item.data["camera"]})
+        if unlabelled:
+            yield Skip(Reason.NO_LABEL, f"frames of {video} with no row in any label file are not annotated",
+                       file=video, count=0, frames=(unlabelled[0], unlabelled[-1]))
         yield from self.frames_past_end(labelled, last, video, first=1)
 
 

@@ -243,7 +243,7 @@ def read_category_codes(path: Path) -> dict[int, tuple[str, dict | None]]:
     Which compound categories EmotioNet's track 2 uses is not confirmed, hence a file rather than a table in code.
     """
     codes = {}
-    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue

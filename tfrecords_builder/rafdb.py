@@ -9,7 +9,7 @@ file's code (1..7 basic, 1..11 compound) and `expr_native_name` its name.
 from __future__ import annotations
 
 from fbnet_tf.labels import COMPOUND_EXPRESSIONS, RAFDB_COMPOUND, expression_map
-from tfrecords_builder.base import Builder, Item, Reason, Skip, parse_int, resolve_in_root
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, parse_int, resolve_in_root
 
 # Native codes 1..7 (code - 1 indexes these), mapped to the canonical space by name.
 BASIC_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
@@ -33,7 +33,7 @@ class RafDb(Builder):
                                     "--root at the folder that holds basic/ (and compound/).")
     EXPECTED_LAYOUT = (f"basic/{LABEL_FILE}", "basic/Image/aligned/train_00001_aligned.jpg",
                        "basic/Image/original/train_00001.jpg (only with faces=original)")
-    OPTIONS = {"faces": "aligned", "validation_fraction": 0.15, "seed": 0}
+    OPTIONS = {"faces": Option("aligned", choices=("aligned", "original")), "validation_fraction": 0.15, "seed": 0}
 
     def _part_dir(self):
         # The root may be the RAF-DB folder (holding basic/) or the part folder itself.
@@ -55,7 +55,7 @@ class RafDb(Builder):
         label_file, image_dir = part / LABEL_FILE, part / "Image" / faces
         if not image_dir.is_dir():
             raise self.layout_error(f"no image folder {image_dir}")
-        for line, text in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
+        for line, text in enumerate(label_file.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
             if not text.strip():
                 continue
             try:

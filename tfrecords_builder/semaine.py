@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from fbnet_tf.labels import parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip
+from tfrecords_builder.base import Builder, Item, Option, Reason, Skip
 
 SEMAINE_AUS = (2, 12, 17, 25, 28, 45)  # the AUs FERA 2015 selected from SEMAINE's annotations
 FPS = 50  # the organisers' parser: "50 is a valid framerate for all SEMAINE videos"
@@ -81,7 +81,7 @@ def parse_eaf(path: Path, file: str) -> tuple[dict[int, list[tuple[int, int]]], 
     for slot in document.iter("TIME_SLOT"):
         value = slot.get("TIME_VALUE")
         slots[slot.get("TIME_SLOT_ID")] = int(value) if value is not None and value.strip().isdigit() else None
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")
     intervals, skips, broken = {}, [], set()
     for tier in document.iter("TIER"):
         try:
@@ -153,7 +153,11 @@ class Semaine(Builder):
                        "(or <session>/<rec>.eaf with <session>/<rec>.txt inside the folder, optionally under "
                        "train*/ and devel*/ folders for the FERA 2015 split)")
     ITEMS_PER_SHARD = 2
-    OPTIONS = {"fps": float(FPS), "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    SEGMENT_FRAMES = 500  # a recording is built in ranges of 500 frames, so that every worker has work
+    HINTS = {Reason.MISSING_FILE: "FERA 2015 puts the frame-range file beside the recording's folder "
+                                  "(SEMAINE-Sessions/<rec>.txt) or inside it: check that it is there"}
+    OPTIONS = {"fps": Option(float(FPS), minimum=0.0, maximum=1000.0), "validation_fraction": 0.15,
+               "test_fraction": 0.15, "seed": 0}
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path, else the organisers' recording lists (train 85/15 by session, devel -> test),
@@ -207,7 +211,7 @@ class Semaine(Builder):
                        self.relative(candidates[-1]))
             return None
         file = self.relative(path)
-        lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1) if line.strip()]
         number, line = lines[0] if lines else (1, "")
         fields = line.replace(",", " ").split()
         try:
@@ -232,6 +236,9 @@ class Semaine(Builder):
         yield Skip(reason, f"{what} beside {eaf.name}; expected {eaf.stem}.avi (or the folder's only video)", file)
         return None
 
+    def frame_range(self, item: Item):
+        return tuple(item.data["range"])  # frames start..end-1 at most (labelled_range only shrinks it)
+
     def examples(self, item: Item):
         from fbnet_tf import video
 
@@ -240,18 +247,22 @@ class Semaine(Builder):
         if fps <= 0:
             fps = video.fps(path)  # NaN when the header has none
         if not math.isfinite(fps) or fps <= 0:
-            raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N")
+            raise Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} reports no frame rate; give --option fps=N",
+                       count=self.frames_kept(range(*item.data["range"]), start=item.data["range"][0]))
         last_frame = frame_at(item.data["latest_ms"], fps)
         start, end = labelled_range(*item.data["range"], last_frame)
         if start == 0:  # the parser's row for frame 0 is its header: no label
-            yield Skip(Reason.NO_LABEL, "frame 0 has no label in the organisers' parser (its frames start at 1)")
+            if self.frames_kept([0]):
+                yield Skip(Reason.NO_LABEL, "frame 0 has no label in the organisers' parser (its frames start at 1)")
             start = 1
         if end < start:
+            if not self.first_segment:
+                return
             raise Skip(Reason.NO_LABEL, f"no frame left to label: range {item.data['range']}, annotation ends at "
                                         f"frame {last_frame}")
         active = {int(au): active_frames(spans, last_frame, fps) for au, spans in item.data["intervals"].items()}
-        last = start - 1
-        for index, frame in self.video_frames(path, item, start=start):
+        last = max(start, self.segment[0]) - 1
+        for index, frame in self.video_frames(path, item, start=start, labelled=range(start, end + 1)):
             if index > end:
                 break
             last = index
@@ -263,9 +274,7 @@ class Semaine(Builder):
             facs = [[au, float(index in frames), -1.0] for au, frames in sorted(active.items())]
             yield self.sample(item, crop, sample_id=f"{item.key}/{index:05d}", subject=item.data["session"],
                               facs=facs)
-        wanted_last = start + (end - start) // self.frame_stride * self.frame_stride
-        if last < wanted_last:
-            missing = (wanted_last - last) // self.frame_stride  # `last` >= start: video_frames yielded a frame
-            yield Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} ends before frame {wanted_last} "
-                                                f"(last frame read: {last}); frames {last + 1}..{end} are missing",
-                       count=missing)
+        missing = [f for f in range(last + 1, end + 1) if self.frames_kept([f], start=start)]
+        if missing:  # frames of the range the video does not have (in this part of it)
+            yield Skip(Reason.UNREADABLE_VIDEO, f"{item.data['video']} ends before the end of its frame range "
+                                                f"{start}..{end}", count=len(missing), frames=(missing[0], missing[-1]))

@@ -5,6 +5,8 @@
 - `au_check`: one logistic regression per Aff-Wild2 AU on the aligned crops, cross-validated over videos.
 - `relatedness_check`: the table `fbnet_tf.relatedness.infer` recovers from Aff-Wild2's frames labelled with both
   an expression and AUs, against the Du et al. table the world was rendered from.
+- `attribute_check`: one logistic regression per CelebA attribute of FATAUVA-Net's Table 2 on the face square of
+  the aligned CelebA images (train partition -> validation + test).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import numpy as np
 from fbnet_tf import relatedness
 from fbnet_tf.face import align, landmarks68_to_5
 from fbnet_tf.labels import AUS, EXPRESSIONS, expression_index
-from fbnet_tf.demo.writers import ABAW_AUS, AFFECTNET_CODES, RAF_BASIC
+from fbnet_tf.demo.attributes import TABLE2
+from fbnet_tf.demo.writers import ABAW_AUS, AFFECTNET_CODES, CELEBA_SIZE, RAF_BASIC, celeba_points
 
 _PIXELS = 24  # side of the downsampled grey crop the classifiers see
 
@@ -86,6 +89,45 @@ def read_affwild2(root, features: bool = True) -> dict[str, dict[str, np.ndarray
     return out
 
 
+def read_celeba(root) -> dict[str, tuple[np.ndarray, np.ndarray, tuple]]:
+    """{train/heldout: (features of the face square, attribute values 0/1 [N, 40], the 40 names)} from the
+    release's own files; heldout = validation + test partitions."""
+    root = Path(root)
+    lines = (root / "Anno" / "list_attr_celeba.txt").read_text().splitlines()
+    names = tuple(lines[1].split())
+    partition = dict(line.split() for line in (root / "Eval" / "list_eval_partition.txt").read_text().splitlines())
+    points = celeba_points()
+    eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+    side = int(round(2.2 * (mouth[1] - eyes[1])))  # the face from brows to chin
+    top, left = int(round(eyes[1] - 0.42 * side)), int(round(eyes[0] - side / 2))
+    assert 0 <= top and top + side <= CELEBA_SIZE[0] and 0 <= left and left + side <= CELEBA_SIZE[1]
+    data: dict[str, tuple[list, list]] = {"train": ([], []), "heldout": ([], [])}
+    for line in lines[2:]:
+        name, *values = line.split()
+        image = cv2.imread(str(root / "Img" / "img_align_celeba" / name))
+        x, y = data["train" if partition[name] == "0" else "heldout"]
+        x.append(_features(image[top:top + side, left:left + side]).reshape(-1))
+        y.append([v == "1" for v in values])
+    return {split: (np.stack(x), np.array(y, np.int64), names) for split, (x, y) in data.items()}
+
+
+def attribute_check(celeba: dict) -> dict:
+    """Per Table 2 attribute: held-out accuracy of a logistic regression on pixels vs. the majority answer."""
+    (x_train, y_train, names), (x_test, y_test, _) = celeba["train"], celeba["heldout"]
+    result = {}
+    for name in TABLE2:
+        j = names.index(name)
+        majority = int(y_train[:, j].mean() >= 0.5)
+        if y_train[:, j].min() == y_train[:, j].max():
+            predicted = np.full(len(y_test), majority)
+        else:
+            predicted = _logistic().fit(x_train, y_train[:, j]).predict(x_test)
+        result[name] = {"accuracy": float(np.mean(predicted == y_test[:, j])),
+                        "majority_accuracy": float(np.mean(y_test[:, j] == majority)),
+                        "positive_rate": float(y_train[:, j].mean())}
+    return result
+
+
 def _logistic():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -152,35 +194,58 @@ def relatedness_check(affwild2: dict) -> dict:
 
 
 def run_all(root) -> dict:
-    """Every check on a rendered world `root` (the folder holding affectnet/, affwild2/, rafdb/)."""
+    """Every check whose release `root` holds (affectnet/, rafdb/, affwild2/, celeba/); raises when none is there."""
     root = Path(root)
-    affectnet = read_affectnet(root / "affectnet")
-    rafdb = read_rafdb(root / "rafdb")
-    affwild2 = read_affwild2(root / "affwild2")
-    return {"expression_affectnet": expression_check(*affectnet["training"], *affectnet["validation"]),
-            "expression_rafdb": expression_check(*rafdb["train"], *rafdb["test"]),
-            "au_affwild2": au_check({key: np.concatenate([affwild2[s][key] for s in affwild2])
-                                     for key in ("x", "au", "video")}),
-            "relatedness_affwild2": relatedness_check(affwild2)}
+    results = {}
+    if (root / "affectnet").is_dir():
+        affectnet = read_affectnet(root / "affectnet")
+        results["expression_affectnet"] = expression_check(*affectnet["training"], *affectnet["validation"])
+    if (root / "rafdb").is_dir():
+        rafdb = read_rafdb(root / "rafdb")
+        results["expression_rafdb"] = expression_check(*rafdb["train"], *rafdb["test"])
+    if (root / "affwild2").is_dir():
+        affwild2 = read_affwild2(root / "affwild2")
+        results["au_affwild2"] = au_check({key: np.concatenate([affwild2[s][key] for s in affwild2])
+                                           for key in ("x", "au", "video")})
+        results["relatedness_affwild2"] = relatedness_check(affwild2)
+    if (root / "celeba").is_dir():
+        results["attributes_celeba"] = attribute_check(read_celeba(root / "celeba"))
+    if not results:
+        raise FileNotFoundError(f"{root} holds none of affectnet/, rafdb/, affwild2/, celeba/: nothing to check")
+    return results
 
 
 def format_report(results: dict) -> str:
     """The checks as plain-text tables."""
-    lines = ["expression (logistic regression on 24x24 grey pixels of aligned faces)",
-             f"  {'data':<12}{'train':>7}{'test':>7}{'accuracy':>10}{'macro-F1':>10}{'majority':>10}{'uniform':>9}"]
-    for key, name in (("expression_affectnet", "AffectNet"), ("expression_rafdb", "RAF-DB")):
+    lines = []
+    expressions = [(key, name) for key, name in (("expression_affectnet", "AffectNet"), ("expression_rafdb", "RAF-DB"))
+                   if key in results]
+    if expressions:
+        lines += ["expression (logistic regression on 24x24 grey pixels of aligned faces)",
+                  f"  {'data':<12}{'train':>7}{'test':>7}{'accuracy':>10}{'macro-F1':>10}{'majority':>10}"
+                  f"{'uniform':>9}"]
+    for key, name in expressions:
         r = results[key]
         lines.append(f"  {name:<12}{r['n_train']:>7}{r['n_test']:>7}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}"
                      f"{r['majority_accuracy']:>10.3f}{r['uniform_accuracy']:>9.3f}")
-    lines += ["AUs on Aff-Wild2 (F1, cross-validated over videos)",
-              f"  {'AU':<6}{'F1':>7}{'chance F1':>11}{'positives':>11}"]
-    for au, r in results["au_affwild2"].items():
-        lines.append(f"  {au:<6}{r['f1']:>7.3f}{r['always_present_f1']:>11.3f}{r['positives']:>11}")
-    f1 = np.mean([r["f1"] for r in results["au_affwild2"].values()])
-    chance = np.mean([r["always_present_f1"] for r in results["au_affwild2"].values()])
-    lines.append(f"  {'mean':<6}{f1:>7.3f}{chance:>11.3f}")
-    r = results["relatedness_affwild2"]
-    lines += ["relatedness inferred from Aff-Wild2 frames vs. du2014 (12 AUs x 6 expressions)",
-              f"  frames {r['frames']}, mean |dw| {r['mean_abs_weight_difference']:.3f}, "
-              f"max |dw| {r['max_abs_weight_difference']:.3f}, links agreeing {r['link_agreement']:.1%}"]
+    if "au_affwild2" in results:
+        lines += ["AUs on Aff-Wild2 (F1, cross-validated over videos)",
+                  f"  {'AU':<6}{'F1':>7}{'chance F1':>11}{'positives':>11}"]
+        for au, r in results["au_affwild2"].items():
+            lines.append(f"  {au:<6}{r['f1']:>7.3f}{r['always_present_f1']:>11.3f}{r['positives']:>11}")
+        f1 = np.mean([r["f1"] for r in results["au_affwild2"].values()])
+        chance = np.mean([r["always_present_f1"] for r in results["au_affwild2"].values()])
+        lines.append(f"  {'mean':<6}{f1:>7.3f}{chance:>11.3f}")
+        r = results["relatedness_affwild2"]
+        lines += ["relatedness inferred from Aff-Wild2 frames vs. du2014 (12 AUs x 6 expressions)",
+                  f"  frames {r['frames']}, mean |dw| {r['mean_abs_weight_difference']:.3f}, "
+                  f"max |dw| {r['max_abs_weight_difference']:.3f}, links agreeing {r['link_agreement']:.1%}"]
+    if "attributes_celeba" in results:
+        lines += ["CelebA attributes of Table 2 (logistic regression on 24x24 grey pixels of the face square, "
+                  "train -> validation + test)", f"  {'attribute':<21}{'accuracy':>9}{'majority':>10}{'positive':>10}"]
+        for name, r in results["attributes_celeba"].items():
+            lines.append(f"  {name:<21}{r['accuracy']:>9.3f}{r['majority_accuracy']:>10.3f}{r['positive_rate']:>10.3f}")
+        values = list(results["attributes_celeba"].values())
+        lines.append(f"  {'mean':<21}{np.mean([r['accuracy'] for r in values]):>9.3f}"
+                     f"{np.mean([r['majority_accuracy'] for r in values]):>10.3f}")
     return "\n".join(lines)

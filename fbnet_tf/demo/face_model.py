@@ -4,15 +4,23 @@ Model coordinates: x to the image's right, y down, z towards the camera; the eye
 (0.33, 0), so one unit is about 1.5 inter-ocular distances. Each AU is a blendshape: a displacement of the
 landmarks it moves, in the direction FACS describes, scaled by its intensity in [0, 1] (FACS/DISFA 0..5 divided
 by 5). Appearance changes that landmarks cannot carry (wrinkles, cheek bulges, teeth) are drawn in `render.py`
-from the same intensities.
+from the same intensities. Beyond the canonical 17, the model shows AU45 (blink: the lids close), so intensity
+arrays run over `MODEL_AUS`; a 17-long array is the canonical AUs with the lids open.
+
+An identity also carries what CelebA's attributes describe (sex, age, glasses, beard, make-up, brow shape, eye
+openness); `sample_person` draws them together, `sample_identity` (the older sampler, kept draw for draw so the
+earlier releases keep their bytes) leaves them at their defaults, which render exactly as before.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fbnet_tf.labels import AUS
+
+# The AUs the face model can show: the canonical 17, then AU45 (blink), which no canonical head predicts.
+MODEL_AUS: tuple[int, ...] = (*AUS, 45)
 
 # iBUG 68 index groups.
 JAW = np.arange(0, 17)
@@ -137,7 +145,14 @@ class Identity:
     hairline: float = 0.0
     hair_volume: float = 1.0
     hair_length: float = 0.0  # 0 short; else how far below the ears long hair falls (model units)
-    beard: float = 0.0
+    beard: float = 0.0  # stubble strength
+    # What CelebA's attributes describe; the defaults render exactly as identities did before these existed.
+    male: bool = False
+    age: float = 0.0  # 0 the youngest adult .. 1 old: wrinkles and sagging lines grow from about 0.35
+    eye_openness: float = 1.0  # vertical size of the eye opening (narrow eyes < 0.8)
+    glasses: float = 0.0  # 0 none, else the frame's weight (0.5..1.5)
+    full_beard: float = 0.0  # 0 none, else the opacity of a full beard with moustache
+    lipstick: float = 0.0  # 0 none, else how strongly the lips are coloured
 
     @property
     def skin(self) -> np.ndarray:
@@ -192,6 +207,9 @@ def identity_shape(identity: Identity) -> np.ndarray:
     for group in (RIGHT_EYE, LEFT_EYE):
         centre = p[group].mean(axis=0)
         p[group] = centre * [i.eye_spacing, 1] + (p[group] - centre) * i.eye_size
+        if i.eye_openness != 1.0:  # (skipped at 1 so that default identities keep their exact coordinates)
+            middle = p[group, 1].mean()
+            p[group, 1] = middle + (p[group, 1] - middle) * i.eye_openness
     for group in (RIGHT_BROW, LEFT_BROW):
         p[group, 0] *= i.eye_spacing
         p[group, 1] += i.brow_height
@@ -212,13 +230,15 @@ def identity_shape(identity: Identity) -> np.ndarray:
 
 
 def deform(shape: np.ndarray, au: np.ndarray) -> np.ndarray:
-    """The face [.., 68, 2] with AU intensities `au` [.., 17] (0..1, canonical AU order) applied.
+    """The face [.., 68, 2] with AU intensities `au` [.., 17 or 18] (0..1, `MODEL_AUS` order) applied.
 
     Vectorised over leading batch axes. Displacement grows as intensity**0.75: FACS's lowest scored levels
     (A, B) are already visible changes. After the blendshapes, the inner lips are kept from crossing (a pressed
-    mouth stays closed, a lip never passes through the other).
+    mouth stays closed, a lip never passes through the other), then AU45 closes the lids.
     """
-    au = np.clip(np.asarray(au, np.float32), 0, 1) ** 0.75
+    au = np.clip(np.asarray(au, np.float32), 0, 1)
+    blink = au[..., len(AUS):]
+    au = au[..., :len(AUS)] ** 0.75
     points = shape + np.einsum("...k,kpd->...pd", au, AU_BLENDSHAPES)
     upper_inner, lower_inner = points[..., [61, 62, 63], 1], points[..., [67, 66, 65], 1]
     gap = np.maximum(lower_inner - upper_inner, 0.0)
@@ -232,6 +252,24 @@ def deform(shape: np.ndarray, au: np.ndarray) -> np.ndarray:
                                                       points[..., [61, 61, 62, 63, 63], 1] - 0.012)
     points[..., [59, 58, 57, 56, 55], 1] = np.maximum(points[..., [59, 58, 57, 56, 55], 1],
                                                       points[..., [67, 67, 66, 65, 65], 1] + 0.012)
+    if blink.shape[-1]:
+        points = close_lids(points, blink[..., 0])
+    return points
+
+
+# Upper-lid points and the lower-lid points facing them (iBUG), both eyes.
+_UPPER_LIDS, _LOWER_LIDS = [37, 38, 43, 44], [41, 40, 47, 46]
+
+
+def close_lids(points: np.ndarray, closure) -> np.ndarray:
+    """The lids [.., 68, 2] closed by `closure` (0 open .. 1 shut): the upper lid comes down to meet the lower lid,
+    which rises a little, as in a blink. closure 0 leaves the points exactly as they were."""
+    closure = np.asarray(closure, np.float32)[..., None]
+    upper, lower = points[..., _UPPER_LIDS, 1], points[..., _LOWER_LIDS, 1]
+    meet = lower - 0.2 * (lower - upper)
+    points = points.copy()
+    points[..., _UPPER_LIDS, 1] = upper + (meet - upper) * closure
+    points[..., _LOWER_LIDS, 1] = lower + (meet - lower) * closure
     return points
 
 
@@ -274,3 +312,33 @@ def project(points3d: np.ndarray, yaw: float, pitch: float, roll: float, matrix:
     """Rotate the head, project orthographically, then apply the 2x3 image `matrix` (scale, position)."""
     rotated = points3d @ rotation(yaw, pitch, roll).T
     return rotated[..., :2] @ matrix[:, :2].T + matrix[:, 2]
+
+
+GREY_HAIR = np.array([0.62, 0.61, 0.6], np.float32)
+
+
+def sample_person(rng: np.random.Generator) -> Identity:
+    """A random person with what CelebA's attributes describe, at about CelebA's rates: male 42 %, young 78 %,
+    eyeglasses 6.5 %, a full beard on 30 % of men, make-up on 80 % of women, arched brows 27 %, bushy brows 14 %,
+    narrow eyes 12 %. Men get wider jaws and thicker brows, older people grey hair, lines and receding hairlines.
+    (Draws `sample_identity` first, then the rest: the same generator state gives the same proportions.)"""
+    base = sample_identity(rng)
+    male = bool(rng.uniform() < 0.42)
+    age = float(rng.uniform() ** 2)  # P(age < 0.6) = 0.77
+    u = lambda low, high: float(rng.uniform(low, high))  # noqa: E731
+    chance = lambda p: bool(rng.uniform() < p)  # noqa: E731
+    hair = GREY_HAIR * u(0.9, 1.2) if age > 0.6 and chance(0.6) else base.hair
+    arched, bushy = chance(0.1 if male else 0.4), chance(0.25 if male else 0.06)
+    return replace(
+        base, male=male, age=age,
+        jaw_width=base.jaw_width * (1.06 if male else 0.96), face_length=base.face_length * (1.03 if male else 0.98),
+        brow_arch=u(0.05, 0.08) if arched else u(-0.02, 0.02),
+        brow_thickness=u(0.08, 0.11) if bushy else u(0.03, 0.058),
+        eye_openness=u(0.45, 0.65) if chance(0.12) else u(0.92, 1.15),
+        glasses=u(0.6, 1.4) if chance(0.065) else 0.0,
+        hair_r=float(hair[0]), hair_g=float(hair[1]), hair_b=float(hair[2]),
+        hairline=u(0.0, 0.25) if male and age > 0.45 and chance(0.5) else u(-0.08, 0.06),
+        hair_length=(u(0.6, 1.6) if chance(0.1 if male else 0.75) else 0.0),
+        beard=u(0.3, 0.6) if male and chance(0.3) else 0.0,
+        full_beard=u(0.55, 0.9) if male and chance(0.3) else 0.0,
+        lipstick=u(0.3, 0.8) if not male and chance(0.8) else 0.0)

@@ -13,11 +13,10 @@ import numpy as np
 
 from fbnet_tf.demo import face_model as fm
 from fbnet_tf.face import landmarks68_to_5, similarity_transform
-from fbnet_tf.labels import AUS
 
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn at 1/16 pixel
 _ONE = 1 << _SHIFT
-_A = {au: i for i, au in enumerate(AUS)}
+_A = {au: i for i, au in enumerate(fm.MODEL_AUS)}
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,19 @@ def placed(height: int, width: int, *, centre: tuple[float, float], face_px: flo
     return Scene(height, width, matrix, **kwargs)
 
 
-def aligned(identity: fm.Identity, au, size: int, template5: np.ndarray, **kwargs) -> Scene:
-    """A scene whose face's 5 points (eye centres, nose tip, mouth corners) land on `template5` (a size x size crop).
+def aligned(identity: fm.Identity, au, size, template5: np.ndarray, **kwargs) -> Scene:
+    """A scene whose face's 5 points (eye centres, nose tip, mouth corners) land on `template5` (a size x size
+    crop; `size` may also be (height, width), e.g. CelebA's 218 x 178 aligned images).
 
     The roll is taken out by the alignment, as a similarity-transform crop does; yaw and pitch remain.
     """
+    height, width = (size, size) if np.isscalar(size) else size
     kwargs.setdefault("roll", 0.0)
     unit = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-    points = landmarks_px(identity, au, Scene(size, size, unit, **kwargs))
+    points = landmarks_px(identity, au, Scene(height, width, unit, **kwargs))
     # Drawn at the unit matrix, so the similarity transform of its points is the scene's matrix itself.
     matrix = similarity_transform(landmarks68_to_5(points), template5)
-    return Scene(size, size, tuple(map(tuple, matrix.tolist())), **kwargs)
+    return Scene(height, width, tuple(map(tuple, matrix.tolist())), **kwargs)
 
 
 def landmarks_px(identity: fm.Identity, au, scene: Scene) -> np.ndarray:
@@ -163,7 +164,9 @@ class _Face:
         self.rotation = fm.rotation(scene.yaw, scene.pitch, scene.roll)
 
     def a(self, au: int) -> float:
-        return float(self.au[_A[au]])
+        """Intensity 0..1 of `au`; 0 for an AU past the end of a shorter (canonical 17) array."""
+        index = _A[au]
+        return float(self.au[index]) if index < len(self.au) else 0.0
 
     def px(self, points, lift: float = 0.0) -> np.ndarray:
         """Face-plane points (not landmarks) -> pixels, on the head's ellipsoid raised by `lift`."""
@@ -222,6 +225,8 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
         stubble = np.concatenate([lm[3:14], f.px([[0.3, 0.5], [0.12, 0.48], [-0.12, 0.48], [-0.3, 0.5]])])
         soft = cv2.GaussianBlur(_mask(shape, [stubble]), (0, 0), max(0.5, 0.03 * s))
         _blend(img, hair * 0.6, soft, 0.4 * i.beard)
+    if i.full_beard > 0:
+        _draw_beard(img, f)
     # Hair over the forehead down to the hairline.
     top = 0.58 + i.hairline
     line = np.stack([0.8 * w * np.cos(theta), -0.15 - (top - 0.15) * np.sin(theta) ** 0.5], axis=1)
@@ -232,6 +237,8 @@ def _draw_head(img: np.ndarray, f: _Face, rng: np.random.Generator) -> None:
     _draw_eyes(img, f)
     _draw_nose(img, f)
     _draw_mouth(img, f)
+    if i.glasses > 0:
+        _draw_glasses(img, f)
 
 
 def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.ndarray) -> None:
@@ -276,6 +283,8 @@ def _shade_skin(img: np.ndarray, f: _Face, skin_mask: np.ndarray, outline: np.nd
 
     detail = np.zeros((h, w), np.uint8)
     _draw_wrinkles(detail, f)
+    if f.identity.age > 0.35:
+        _draw_age_lines(detail, f)
     detail = cv2.GaussianBlur(detail, (0, 0), max(0.5, 0.006 * s)).astype(np.float32) / 255.0
     factor = (1.0 + shade - 0.45 * detail) * skin_mask + (1 - skin_mask)
     img[:] = np.clip(img.astype(np.float32) * factor[..., None] + 0.5, 0, 255).astype(np.uint8)
@@ -325,6 +334,58 @@ def _draw_wrinkles(detail: np.ndarray, f: _Face) -> None:
     crease(_curve(p[57] + [-0.1, 0.06], p[57] + [0.1, 0.06], -0.02), 0.4 + 0.5 * f.a(17))  # mentolabial sulcus
     for dx in (-0.05, 0.0, 0.05):  # chin dimpling
         crease(_ellipse(p[8] + [dx, -0.12], (0.012, 0.012), 6), 0.8 * f.a(17))
+
+
+def _draw_age_lines(detail: np.ndarray, f: _Face) -> None:
+    """Lines age leaves at rest: forehead lines, crow's feet, nasolabial folds, a line under the lower lids."""
+    p, s = f.plane, f.scale
+    strength = min(1.0, (f.identity.age - 0.35) * 1.6)
+    width = max(1.0, 0.014 * s)
+
+    def crease(points, k=1.0):
+        _line(detail, f.px(points), min(1.0, strength * k), width)
+
+    brow_top = p[17:27, 1].min()
+    for k in range(3):
+        y = brow_top - 0.13 - 0.08 * k
+        crease(_curve([-0.4, y + 0.03], [0.4, y + 0.03], -0.04, 12), 0.7)
+    for side, eye in ((-1, fm.RIGHT_EYE), (1, fm.LEFT_EYE)):
+        corner = p[36 if side < 0 else 45] + [side * 0.05, 0.0]
+        for angle in (-0.4, 0.3):
+            crease([corner, corner + side * 0.09 * np.array([np.cos(angle), np.sin(angle) * side])], 0.8)
+        crease(p[eye[[3, 4, 5, 0]] if side < 0 else eye[[0, 5, 4, 3]]] + [0, 0.06], 0.8)
+        wing, corner = p[31 if side < 0 else 35] + [side * 0.05, -0.02], p[48 if side < 0 else 54]
+        crease(_curve(wing, corner + [side * 0.08, 0.06], side * 0.04, 8), 1.0)
+
+
+def _draw_beard(img: np.ndarray, f: _Face) -> None:
+    """A full beard: jaw, chin and cheeks below the cheekbones, and a moustache over the upper lip."""
+    i, lm, p, s = f.identity, f.lm, f.plane, f.scale
+    cheeks = f.px([[0.6 * i.face_width, 0.3], [0.3, 0.45], [0.0, 0.5], [-0.3, 0.45], [-0.6 * i.face_width, 0.3]])
+    beard = np.concatenate([lm[2:15], cheeks])
+    moustache = f.px(np.concatenate([p[[48, 49, 50, 51, 52, 53, 54]] + [0, -0.01],
+                                     p[[54, 53, 51, 49, 48]] + [[0.02, -0.06], [0.0, -0.09], [0, -0.1], [0, -0.09],
+                                                                 [-0.02, -0.06]]]), lift=0.03)
+    soft = cv2.GaussianBlur(_mask(img.shape[:2], [beard, moustache]), (0, 0), max(0.5, 0.025 * s))
+    _blend(img, i.hair * 0.55, soft, i.full_beard)
+
+
+def _draw_glasses(img: np.ndarray, f: _Face) -> None:
+    """Spectacles: two rounded frames around the eyes, a bridge and the temples towards the ears."""
+    i, p, s = f.identity, f.plane, f.scale
+    thickness = max(1.0, 0.02 * s * i.glasses)
+    frame = (0.08, 0.07, 0.07)
+    rims = []
+    for eye, side in ((fm.RIGHT_EYE, -1), (fm.LEFT_EYE, 1)):
+        centre = p[eye].mean(axis=0) + [side * 0.01, 0.015]
+        rims.append(f.px(_ellipse(centre, (0.17, 0.115), 24), lift=0.12))
+        _line(img, f.px([centre + [side * 0.17, -0.02], [side * 0.74 * i.face_width, -0.02]], lift=0.06), frame,
+              thickness)
+    _blend(img, (0.75, 0.8, 0.85), _mask(img.shape[:2], rims), 0.12)  # a faint sheen on the lenses
+    for rim in rims:
+        _line(img, rim, frame, thickness, closed=True)
+    bridge = f.px(_curve(p[39] + [0.06, -0.02], p[42] + [-0.06, -0.02], -0.03, 6), lift=0.14)
+    _line(img, bridge, frame, thickness)
 
 
 def _draw_brows(img: np.ndarray, f: _Face) -> None:
@@ -384,6 +445,8 @@ def _draw_mouth(img: np.ndarray, f: _Face) -> None:
     i, lm, p, s = f.identity, f.lm, f.plane, f.scale
     shape = img.shape[:2]
     lip = np.clip(i.skin * np.array([0.92, 0.6, 0.6]) + np.array([0.06, 0.0, 0.02]), 0, 1)
+    if i.lipstick > 0:
+        lip = lip + (np.array([0.72, 0.1, 0.18]) - lip) * i.lipstick
     upper = np.concatenate([lm[48:55], lm[[64, 63, 62, 61, 60]]])
     lower = np.concatenate([lm[54:60], lm[[48, 60, 67, 66, 65, 64]]])
     _fill(img, lower, lip)

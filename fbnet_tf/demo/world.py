@@ -3,11 +3,12 @@
 Expressions activate AUs by Du et al.'s table (`relatedness.load("du2014")`): prototypical AUs always,
 observational ones with their probability w, and any other AU rarely (spurious activations). An active AU has
 intensity 2..5 on the FACS scale, an inactive one 0..1, so "occurrence = intensity >= 2" (DISFA's convention)
-recovers exactly what was drawn. Intensities are handed to the renderer divided by 5.
+recovers exactly what was drawn. Intensities are handed to the renderer divided by 5. Videos of the FATAUVA-Net
+releases also blink: `with_blinks` appends AU45 (`face_model.MODEL_AUS`), brief and frequent as in conversation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -175,3 +176,26 @@ def sample_video(rng: np.random.Generator, identity: fm.Identity, frames: int, *
     pose = (amplitude * np.sin(2 * np.pi * t / periods + phases)).astype(np.float32)
     look = sample_look(rng, 112)
     return Video(identity, np.array(labels[:frames], np.int64), intensities, va, pose, look)
+
+
+def sample_blinks(rng: np.random.Generator, frames: int, fps: float, per_minute=(15.0, 35.0)) -> np.ndarray:
+    """AU45 intensity [frames] (FACS 0..5) of a person blinking `per_minute` times a minute (conversation raises
+    the resting rate of ~17/min): each blink shuts the lids in 60-100 ms, holds 20-60 ms and reopens in 100-200 ms,
+    so at 50 fps it is present (intensity >= 2) for about 5-10 frames."""
+    rate = rng.uniform(*per_minute) / 60.0 / fps  # blinks per frame
+    level = np.zeros(frames, np.float32)
+    t = rng.exponential(1 / rate) * rng.uniform()
+    while t < frames:
+        close, hold, reopen = (max(1.0, d * fps) for d in (rng.uniform(0.06, 0.1), rng.uniform(0.02, 0.06),
+                                                           rng.uniform(0.1, 0.2)))
+        times = np.arange(frames) - t  # shut from 0 to `hold`
+        profile = np.clip(np.minimum((times + close) / close, (hold + reopen - times) / reopen), 0, 1)
+        level = np.maximum(level, 5.0 * profile)
+        t += close + hold + reopen + rng.exponential(1 / rate)
+    return level
+
+
+def with_blinks(video: Video, rng: np.random.Generator, fps: float) -> Video:
+    """The video with AU45 (blinks at `fps`) appended: intensities [T, 18] over `face_model.MODEL_AUS`."""
+    blinks = sample_blinks(rng, len(video), fps)
+    return replace(video, intensities=np.concatenate([video.intensities, blinks[:, None]], axis=1))
