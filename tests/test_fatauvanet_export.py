@@ -40,7 +40,7 @@ def test_savedmodel_and_tflite_carry_attributes_and_the_models_own_aus(exported)
     expected = {"valence_arousal": ["valence", "arousal"], "action_units": list(fv.AU_NAMES),
                 "attributes": list(fv.ATTRIBUTES)}
     assert json.loads((version_dir / "assets" / "labels.json").read_text()) == expected
-    assert json.loads((exported["out"] / "tflite" / "labels.json").read_text()) == expected
+    assert json.loads((exported["result"]["tflite"]["fp32"].parent / "labels.json").read_text()) == expected
     loaded = tf.saved_model.load(str(version_dir))
     names = {k: [x.decode() for x in v.numpy()] for k, v in loaded.signatures["labels"]().items()}
     assert names == expected and names["action_units"][-1] == "AU45"
