@@ -438,8 +438,10 @@ class FatauvaNetTrainer(keras.Model):
             self.valence_ccc = StreamingCCC(dimension=0, name="ccc_valence")
             self.arousal_ccc = StreamingCCC(dimension=1, name="ccc_arousal")
         if self.regression:
+            # Updated in the train step (Wen et al.), not by the optimizer; replicas average their updates.
             self.centres = self.add_weight(shape=(len(VA_NAMES), len(VA_CLASSES), network.fc_units),
-                                           initializer="zeros", trainable=False, name="va_centres")
+                                           initializer="zeros", trainable=False, aggregation="mean",
+                                           name="va_centres")
 
     def call(self, images, training=False):
         return self.stage_network(images, training=training)
