@@ -70,6 +70,9 @@ class LossConfig:
     coupling_weight: float = 1.0
     coannotation_missing: str = "absent"  # required-but-unannotated AUs count as absent ("ignore": judge the rest)
     dm_skip_unlinked: bool = False  # True: AUs no expression links to (AU14 in du2014) leave distribution matching
+    # Soft co-annotation, an AU of e the image does not annotate: "absent" (y = 0, weight kept in the denominator:
+    # the paper's formula read literally) or "ignore" (left out of numerator and denominator).
+    soft_coannotation_unannotated: str = "absent"
 
 
 @dataclass
