@@ -27,7 +27,10 @@ COUPLINGS = ("none", "coannotation", "soft_coannotation", "distribution_matching
 class DataConfig:
     """Where the TFRecords are and how batches are drawn (sizes are GLOBAL, over all replicas)."""
 
-    record_dirs: list[str] = field(default_factory=list)  # folders of TFRecord shards (one per database)
+    # Folders of TFRecord shards (one per database). A run stores them resolved (absolute: the run evaluates and
+    # exports from any folder) and, beside them, `record_dirs_given`: the same folders as the user wrote them.
+    record_dirs: list[str] = field(default_factory=list)
+    record_dirs_given: list[str] = field(default_factory=list)
     batch_size: int = 751  # the paper's 401 VA + 247 AU + 103 EXPR
     validation_batch_size: int = 256
     validation: bool = True  # evaluate on the `validation` split after each epoch when the records have one
@@ -126,6 +129,32 @@ class ExperimentConfig:
         if str(self.trainer.jit_compile) not in ("auto", "True", "False"):
             raise ValueError(f"trainer.jit_compile={self.trainer.jit_compile!r}: expected auto, true or false")
         return self
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+def resolve_record_dirs(cfg: ExperimentConfig, base: str | os.PathLike | None = None) -> ExperimentConfig:
+    """`cfg` with `data.record_dirs` absolute (relative ones taken from `base`, default the working folder) and
+    `data.record_dirs_given` holding each folder as the user wrote it (kept from an earlier resolution when the
+    folder is still the one it names). A folder that does not exist raises FileNotFoundError naming it and the
+    folder it was resolved from."""
+    base = Path(base if base is not None else os.getcwd()).absolute()
+    given_before = cfg.data.record_dirs_given if len(cfg.data.record_dirs_given) == len(cfg.data.record_dirs) \
+        else [None] * len(cfg.data.record_dirs)
+    resolved, given, missing = [], [], []
+    for directory, spelled in zip(cfg.data.record_dirs, given_before):
+        path = Path(os.path.normpath(base / os.path.expanduser(str(directory))))
+        written = str(directory)
+        if spelled and os.path.isabs(written) and Path(written).parts[-len(Path(spelled).parts):] == \
+                Path(os.path.normpath(spelled)).parts:
+            written = spelled  # already resolved: keep the user's spelling
+        resolved.append(str(path))
+        given.append(written)
+        if not path.is_dir():
+            missing.append(f"{written!r} (resolved from {base} to {path})")
+    if missing:
+        raise FileNotFoundError(f"data.record_dirs: no such directory: {'; '.join(missing)}")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, record_dirs=resolved, record_dirs_given=given))
 
 
 # --------------------------------------------------------------------------------------------- dict / YAML

@@ -1,6 +1,7 @@
 """Train FaceBehaviorNet (or a single-task baseline) with `model.fit` into a run directory.
 
     python -m fbnet_tf.train                                   # the demo: build demo data, train runs/demo
+    python -m fbnet_tf.train --experiment demo --run-dir X     # the same demo into X (+ any --set overrides)
     python -m fbnet_tf.train --experiment soft_coannotation_distr_matching_du2014 \\
         --set data.record_dirs=[records/affectnet,records/disfa] --run-dir runs/fbnet
     python -m fbnet_tf.train --config my.yaml --set trainer.epochs=5 --set model.preset=small --run-dir runs/x
@@ -211,6 +212,8 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     from fbnet_tf.optimizers import FusedAdam
 
     cfg = cfg.validate()
+    if cfg.data.record_dirs:  # stored absolute: the run evaluates and exports from any folder
+        cfg = config_lib.resolve_record_dirs(cfg)
     configure_runtime(cfg.runtime)
     strategy = make_strategy(cfg.runtime.strategy)
     run = runs.run_dir(worker_run_dir(strategy, run_dir)).create()
@@ -255,18 +258,22 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
 # --------------------------------------------------------------------------------------------------- the CLI
 
-def demo_config(record_dirs: Sequence[str]) -> config_lib.ExperimentConfig:
-    cfg = config_lib.experiment("demo")
+def demo_config(record_dirs: Sequence[str],
+                base: config_lib.ExperimentConfig | None = None) -> config_lib.ExperimentConfig:
+    """The demo experiment (or `base`, e.g. with the user's overrides) training on `record_dirs`."""
+    cfg = base if base is not None else config_lib.experiment("demo")
     return config_lib.from_dict({"data": {"record_dirs": [str(d) for d in record_dirs]}}, cfg).validate()
 
 
-def run_demo(data_root: str = DEMO_DATA, run_dir: str = DEMO_RUN) -> Path:
-    """The embedded default: render the demo databases, build their records, train the small preset, then
-    evaluate and export when those modules are installed."""
+def run_demo(data_root: str = DEMO_DATA, run_dir: str = DEMO_RUN,
+             cfg: config_lib.ExperimentConfig | None = None) -> Path:
+    """The embedded default: render the demo databases, build their records (into `data_root`, once), train the
+    demo experiment (or `cfg`, whose record dirs are then set to the demo's) into `run_dir`, then evaluate and
+    export it when those modules are installed."""
     from fbnet_tf import demo
 
     record_dirs = demo.prepare(data_root)
-    train(demo_config(sorted(record_dirs.values())), run_dir)
+    train(demo_config(sorted(record_dirs.values()), cfg), run_dir)
     failed = []
     for name in ("evaluate", "export"):
         try:
@@ -311,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import yaml
 
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
+            return 0
+        if cfg.name == "demo" and not cfg.data.record_dirs:  # the demo into any folder, with its own data
+            run_demo(run_dir=args.run_dir or DEMO_RUN, cfg=cfg)
             return 0
         if not args.run_dir:
             raise ValueError("--run-dir is required (the folder for config, checkpoints, logs and the model)")
