@@ -89,6 +89,21 @@ def test_cli_resolves_experiment_file_and_overrides(tmp_path, capsys):
     assert "unknown key 'trainer.epochz'" in capsys.readouterr().err
 
 
+def test_demo_experiment_without_records_runs_the_demo_into_the_run_dir(tmp_path, monkeypatch):
+    from fbnet_tf import train
+
+    calls = []  # run_demo itself (render, build, train, evaluate, export) is the no-argument command's path
+    monkeypatch.setattr(train, "run_demo", lambda **kwargs: calls.append(kwargs))
+    assert train.main(["--experiment", "demo", "--set", "trainer.epochs=2", "--run-dir", str(tmp_path / "x")]) == 0
+    assert calls[0]["run_dir"] == str(tmp_path / "x") and calls[0]["cfg"].trainer.epochs == 2
+    # the demo's data then fill record_dirs; the user's overrides stay
+    cfg = train.demo_config(["a", "b"], calls[0]["cfg"])
+    assert cfg.data.record_dirs == ["a", "b"] and cfg.trainer.epochs == 2 and cfg.name == "demo"
+    with pytest.raises(FileNotFoundError, match=r"'records/none'.*resolved from"):  # with record dirs: trains them
+        train.train(config.override(config.experiment("demo"), ["data.record_dirs=[records/none]"]), tmp_path / "y")
+    assert len(calls) == 1
+
+
 # ------------------------------------------------------------------------------------------ training (TF)
 
 S = 32
@@ -141,6 +156,19 @@ def test_fit_lowers_the_loss_and_fills_the_run_dir(tmp_path):
     np.testing.assert_allclose(model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
     checkpoint_model = runs.load_inference_model(run.checkpoints / "last.weights.h5")
     np.testing.assert_allclose(checkpoint_model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_run_config_stores_record_dirs_resolved_and_as_given(tmp_path, monkeypatch):
+    from fbnet_tf import runs, train
+
+    (tmp_path / "records" / "disfa").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    data, _ = random_batches()
+    train.train(tiny("trainer.epochs=1", "data.record_dirs=[records/disfa]"), tmp_path / "run", train_data=data,
+                steps_per_epoch=1)
+    stored = runs.load_config(tmp_path / "run").data
+    assert stored.record_dirs == [str(tmp_path / "records" / "disfa")]
+    assert stored.record_dirs_given == ["records/disfa"]
 
 
 def test_nan_stops_the_run_naming_the_term(tmp_path):
