@@ -491,7 +491,7 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
                           stream_seed=seed * len(STREAMS) + STREAMS.index(stream)))
 
     def epoch_batches(epoch):
-        # Everything of one epoch happens inside this function: parallel maps may reorder within an epoch, never
+        # Everything of one epoch happens inside this dataset: parallel maps may reorder within an epoch, never
         # across its boundary.
         streams = tuple(_stream_epoch(epoch=epoch, image_size=image_size, augment=augment,
                                       deterministic=deterministic, sample_ids=sample_ids, **plan) for plan in plans)
