@@ -394,28 +394,32 @@ def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, sele
     return first.concatenate(top_up).take(per_epoch)
 
 
-def _stream_epoch(stream, table, *, epoch, per_epoch: int, select: bool, batch: int, image_size: int,
-                  augment: bool, deterministic: bool, stream_seed: int, remote: bool, sample_ids: bool):
-    """One stream's batches of one epoch (`per_epoch` // `batch` of them): its records decoded and cropped (at
-    random when augmenting; uint8), with only this stream's labels."""
-    records = stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
-                                   select=stream if select else None, remote=remote, deterministic=deterministic)
+def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, image_size: int, augment: bool,
+                    deterministic: bool, stream_seed: int, remote: bool, sample_ids: bool):
+    """One stream's endless batches, epoch after epoch (`per_epoch` // `batch` of them each): its records decoded
+    and cropped (at random when augmenting; uint8), with only this stream's labels.
+
+    The parallel decode keeps the records' order, so an epoch's records make exactly its batches; only the record
+    order is built per epoch (`stream_epoch_records`), and the decoding runs on across epoch boundaries."""
+    records = tf.data.Dataset.counter().flat_map(
+        lambda epoch: stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
+                                           select=stream if select else None, remote=remote,
+                                           deterministic=deterministic))
     centre = _centre_corner(image_size)
     keys = _STREAM_LABELS[stream] + (("sample_id",) if sample_ids else ())
     spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *keys)}
-    first_index = tf.cast(epoch, tf.int64) * per_epoch  # per-image augmentation seeds never repeat across epochs
 
     def to_example(index, serialized):
         features = tf.io.parse_single_example(serialized, spec)  # the image and this stream's labels only
         # uint8 crops until the batch is assembled: a quarter of the bytes to batch and concatenate.
         if augment:
             image = train_image(features["image/encoded"], image_size,
-                                tf.stack([tf.cast(stream_seed, tf.int64), first_index + index]))
+                                tf.stack([tf.cast(stream_seed, tf.int64), index]))
         else:
             image = _crop(features["image/encoded"], image_size, centre)
         return image, {k: features[k] for k in keys}
 
-    ds = records.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = records.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch, drop_remainder=True).map(lambda images, labels: (images, _stream_targets(stream, labels)))
 
 
@@ -426,15 +430,15 @@ def _augment(images, seed):
     return augment_batch(images, seed)
 
 
-def _assemble(augment: bool, seed: int, first_index):
-    """(batch index within the epoch, per-stream batches) -> one batch: streams concatenated as float32, flipped
-    and colour-jittered when augmenting (seeded by the batch's index over all epochs, from `first_index`)."""
+def _assemble(augment: bool, seed: int):
+    """(batch index, per-stream batches) -> one batch: streams concatenated as float32, flipped and
+    colour-jittered when augmenting."""
     augment_seed = tf.constant(seed + 1_000_003, tf.int64)
 
     def assemble(index, batches):
         # The concatenation stays outside XLA: a plain copy there, a slow per-element select inside.
         images = tf.concat([b[0] for b in batches], axis=0)
-        images = (_augment(images, tf.stack([augment_seed, first_index + index])) if augment
+        images = (_augment(images, tf.stack([augment_seed, index])) if augment
                   else tf.cast(images, tf.float32))
         return images, {k: tf.concat([b[1][k] for b in batches], axis=0) for k in batches[0][1]}
 
@@ -457,8 +461,9 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
     dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
     share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
-    (single-task baselines). `deterministic=True` gives the same batches for the same seed (augmentation uses
-    stateless per-image seeds; order is kept through parallel maps); either way an epoch's images stay in it.
+    (single-task baselines). The same seed gives the same batches (augmentation uses stateless per-image seeds;
+    the parallel maps keep the order, which is also what keeps an epoch's images in it); `deterministic=False`
+    only lets shards on remote file systems be read in parallel in any order within an epoch's pass.
     """
     dirs = _as_list(record_dirs)
     unknown = set(tasks) - set(STREAMS)
@@ -490,16 +495,11 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
                           remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),
                           stream_seed=seed * len(STREAMS) + STREAMS.index(stream)))
 
-    def epoch_batches(epoch):
-        # Everything of one epoch happens inside this dataset: parallel maps may reorder within an epoch, never
-        # across its boundary.
-        streams = tuple(_stream_epoch(epoch=epoch, image_size=image_size, augment=augment,
-                                      deterministic=deterministic, sample_ids=sample_ids, **plan) for plan in plans)
-        ds = tf.data.Dataset.zip(streams).enumerate()
-        return ds.map(_assemble(augment, seed, tf.cast(epoch, tf.int64) * batches_per_epoch),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-
-    ds = tf.data.Dataset.counter().flat_map(epoch_batches)
+    streams = tuple(_stream_batches(image_size=image_size, augment=augment, deterministic=deterministic,
+                                    sample_ids=sample_ids, **plan) for plan in plans)
+    ds = tf.data.Dataset.zip(streams).enumerate()
+    # Ordered, as the decode: batch k of every stream belongs to epoch k // batches_per_epoch.
+    ds = ds.map(_assemble(augment, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = _options(deterministic, sharded=input_context is not None)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options), steps_per_epoch
 

@@ -1,13 +1,16 @@
 """Per-database evaluation as the paper's Table 2 reports it (section 4, "Performance Measures").
 
-    python -m fbnet_tf.evaluate --run-dir runs/x [--data DIR ...] [--split test]
+    python -m fbnet_tf.evaluate --run-dir runs/x [--data DIR ...] [--split test] [--other-threshold P]
 
 Runs the inference model over each record directory, groups the predictions by the records' `source`, and scores
 each database with its own metric: CCC-V/CCC-A (Aff-Wild, Aff-Wild2, AffectNet), macro F1 (AffectNet), total
 accuracy per clip from averaged frame probabilities (AFEW), mean diagonal of the confusion matrix (RAF-DB), the
 EmotioNet challenge scores, mean F1 over the annotated AUs (DISFA, BP4D, BP4D+, Aff-Wild2) and the ABAW scores
-(Aff-Wild2). Every applicable metric is computed for every database; the table shows the paper's columns.
-Writes `evaluation.json` and PNG figures into the output (run) directory.
+(Aff-Wild2: the official ABAW 2022+ EXPR score over 8 classes with "Other", the 7-class F1 beside it, ABAW 2020's
+scores over its own AUs). Every applicable metric is computed for every database; the table shows the paper's
+columns. Writes `evaluation.json` (atomically) and PNG figures into the output (run) directory. The run's record
+dirs are absolute in its config, so this works from any folder; an evaluation of no database exits 1 and leaves an
+earlier `evaluation.json` as it was.
 """
 from __future__ import annotations
 
