@@ -193,13 +193,13 @@ def test_every_epoch_from_one_iterator_visits_every_image(three_streams, batch_s
 
 
 def test_segments_cover_every_record_once_in_about_equal_parts():
-    counts = {"a": 1000, "b": 10, "c": 333}
+    counts = {"a": 10000, "b": 10, "c": 3333}
     cut = data.segments(counts, pieces=8)
     for path, n in counts.items():
         parts = sorted((start, length) for f, start, length in cut if f == path)
         assert parts[0][0] == 0 and sum(length for _, length in parts) == n
         assert all(a + la == b for (a, la), (b, _) in zip(parts, parts[1:]))  # contiguous, no overlap
-    assert max(length for _, _, length in cut) <= math.ceil(1343 / 8)
+    assert max(length for _, _, length in cut) <= math.ceil(13343 / 8) and len(cut) <= 8 + len(counts)
     assert len(data.segments(counts, pieces=1000)) == sum(math.ceil(n / data.MIN_SEGMENT) for n in counts.values())
     assert len(data.segments({"a": 10}, at_least=4)) >= 4  # one per input pipeline
 
