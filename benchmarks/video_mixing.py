@@ -94,7 +94,7 @@ def this_pipeline(record_dir: str, batch: int, epochs: int) -> list[int]:
     from fbnet_tf import data
 
     counts = data.shard_record_counts(record_dir, "train")
-    table = data._segment_table(data.segments(counts))
+    table = data.segment_table(data.segments(counts))
     select = "va" if data.stream_sizes(record_dir)["va"] != sum(counts.values()) else None
     size = data.stream_sizes(record_dir)["va"]
     per_epoch = -(-size // batch) * batch

@@ -352,7 +352,8 @@ def _records(files: Sequence[str]):
     return ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle)  # in turn: deterministic anyway
 
 
-def _segment_table(cut: Sequence[tuple[str, int, int]]):
+def segment_table(cut: Sequence[tuple[str, int, int]]):
+    """`segments(...)` as the (files, starts, lengths) tensors `stream_epoch_records` reads."""
     files, starts, lengths = zip(*cut)
     return (tf.constant(files, tf.string), tf.constant(starts, tf.int64), tf.constant(lengths, tf.int64))
 
@@ -387,7 +388,7 @@ def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, sele
     pass over the stream first (so every record is in every epoch when the pass is no longer than `per_epoch`),
     then the start of another pass (repeated for a stream much smaller than its share of the epoch).
 
-    `table` is `_segment_table(segments(...))`; `select` filters the records to one stream's labels."""
+    `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels."""
     options = dict(select=select, remote=remote, deterministic=deterministic)
     first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), **options)
     top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), **options).repeat()
@@ -489,7 +490,7 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
             if not cut:
                 raise ValueError(f"the {stream} stream has {sum(counts.values())} records: fewer than the "
                                  f"{pipelines} input pipelines")
-        plans.append(dict(stream=stream, table=_segment_table(cut), per_epoch=batches_per_epoch * shares[stream],
+        plans.append(dict(stream=stream, table=segment_table(cut), per_epoch=batches_per_epoch * shares[stream],
                           batch=shares[stream], select=any(per_dir[d][stream] != per_dir[d]["records"]
                                                            for d in carriers),
                           remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),
