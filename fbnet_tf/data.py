@@ -363,19 +363,32 @@ def _seed_pair(stream_seed: int, epoch, draw: int):
     return tf.stack([tf.constant(stream_seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + draw])
 
 
-def _stream_pass(table, seed_pair, *, select: str | None, remote: bool, deterministic: bool):
-    """One pass over a stream's segments (every record of them once): the segments in a seeded order, up to
-    READERS read at once one record each in turn, filtered to the stream `select` (when set), shuffled."""
+def _stream_pass(table, seed_pair, *, select: str | None, remote: bool):
+    """One pass over a stream's segments (every record of them once), filtered to the stream `select` (when set)
+    and shuffled.
+
+    Up to READERS readers, each reading its segments in turn, are merged in an exactly uniform random order (a
+    shuffled list of reader indices, each repeated by its number of records): every reader advances at the same
+    rate and all of them end together, so every stretch of the pass draws from all over the stream."""
     files, starts, lengths = table
-    order = tf.random.experimental.stateless_shuffle(tf.range(tf.size(files, out_type=tf.int64)), seed_pair)
+    count = int(files.shape[0])
+    readers = min(count, READERS)
 
     def read(i):
         return tf.data.TFRecordDataset(files[i], buffer_size=None if remote else LOCAL_READ_BUFFER) \
             .skip(starts[i]).take(lengths[i])
 
-    cycle = min(int(files.shape[0]), READERS)
-    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic) if remote else {}
-    ds = tf.data.Dataset.from_tensor_slices(order).interleave(read, cycle_length=cycle, block_length=1, **parallel)
+    sources, totals = [], []
+    for r in range(readers):  # reader r reads segments r, r + readers, ... in turn (the merge does the mixing)
+        mine = range(r, count, readers)
+        reader = read(mine[0])
+        for i in mine[1:]:
+            reader = reader.concatenate(read(i))
+        sources.append(reader.prefetch(tf.data.AUTOTUNE) if remote else reader)  # remote: hide each read's latency
+        totals.append(tf.reduce_sum(tf.gather(lengths, list(mine))))
+    choice = tf.random.experimental.stateless_shuffle(
+        tf.repeat(tf.range(readers, dtype=tf.int64), tf.stack(totals)), seed_pair)
+    ds = tf.data.Dataset.choose_from_datasets(sources, tf.data.Dataset.from_tensor_slices(choice))
     if select is not None:  # on the label features alone; the full parse happens once, with the decode
         ds = ds.filter(lambda serialized: _has_label(select, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
     shuffle_seed = tf.random.stateless_uniform([], seed_pair, minval=0, maxval=2 ** 62, dtype=tf.int64)
@@ -383,20 +396,20 @@ def _stream_pass(table, seed_pair, *, select: str | None, remote: bool, determin
 
 
 def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, select: str | None = None,
-                         remote: bool = False, deterministic: bool = True):
+                         remote: bool = False):
     """The serialized records one stream feeds in epoch `epoch`: exactly `per_epoch` of them, one whole shuffled
     pass over the stream first (so every record is in every epoch when the pass is no longer than `per_epoch`),
     then the start of another pass (repeated for a stream much smaller than its share of the epoch).
 
     `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels."""
-    options = dict(select=select, remote=remote, deterministic=deterministic)
+    options = dict(select=select, remote=remote)
     first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), **options)
     top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), **options).repeat()
     return first.concatenate(top_up).take(per_epoch)
 
 
 def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, image_size: int, augment: bool,
-                    deterministic: bool, stream_seed: int, remote: bool, sample_ids: bool):
+                    stream_seed: int, remote: bool, sample_ids: bool):
     """One stream's endless batches, epoch after epoch (`per_epoch` // `batch` of them each): its records decoded
     and cropped (at random when augmenting; uint8), with only this stream's labels.
 
@@ -404,8 +417,7 @@ def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, 
     order is built per epoch (`stream_epoch_records`), and the decoding runs on across epoch boundaries."""
     records = tf.data.Dataset.counter().flat_map(
         lambda epoch: stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
-                                           select=stream if select else None, remote=remote,
-                                           deterministic=deterministic))
+                                           select=stream if select else None, remote=remote))
     centre = _centre_corner(image_size)
     keys = _STREAM_LABELS[stream] + (("sample_id",) if sample_ids else ())
     spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *keys)}
@@ -462,9 +474,9 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
     dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
     share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
-    (single-task baselines). The same seed gives the same batches (augmentation uses stateless per-image seeds;
-    the parallel maps keep the order, which is also what keeps an epoch's images in it); `deterministic=False`
-    only lets shards on remote file systems be read in parallel in any order within an epoch's pass.
+    (single-task baselines). The same seed gives the same batches whatever `deterministic` is (augmentation uses
+    stateless per-image seeds; the record order is seeded and the parallel maps keep it, which is also what keeps
+    an epoch's images in it); `deterministic` sets tf.data's option of that name for the rest.
     """
     dirs = _as_list(record_dirs)
     unknown = set(tasks) - set(STREAMS)
@@ -496,8 +508,8 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
                           remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),
                           stream_seed=seed * len(STREAMS) + STREAMS.index(stream)))
 
-    streams = tuple(_stream_batches(image_size=image_size, augment=augment, deterministic=deterministic,
-                                    sample_ids=sample_ids, **plan) for plan in plans)
+    streams = tuple(_stream_batches(image_size=image_size, augment=augment, sample_ids=sample_ids, **plan)
+                    for plan in plans)
     ds = tf.data.Dataset.zip(streams).enumerate()
     # Ordered, as the decode: batch k of every stream belongs to epoch k // batches_per_epoch.
     ds = ds.map(_assemble(augment, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -1,7 +1,8 @@
 """Evaluation metrics as the papers and challenges compute them (shared/reference/relatedness.md, "Metrics"),
 plus two Keras metrics that stream over an epoch for training logs.
 
-The numpy functions take whole splits. Undefined cases return a documented value, never NaN and never a warning:
+The numpy functions take whole splits. Undefined cases return a documented value, never NaN and never a warning
+(the one warning: `abaw2020_au_score` names the challenge AUs the records do not annotate):
 - `ccc`: no samples -> 0.0; identical constant vectors (0 / 0) -> 1.0 (perfect agreement).
 - per-AU F1: an AU never positive in truth nor prediction -> `zero_division` (0.0, as sklearn's default, which the
   challenge scripts use); `mean_f1` averages only over AUs with at least one annotated entry (the mask).
