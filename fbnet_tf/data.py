@@ -363,7 +363,7 @@ def _seed_pair(stream_seed: int, epoch, draw: int):
     return tf.stack([tf.constant(stream_seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + draw])
 
 
-def _stream_pass(table, seed_pair, *, select: str | None, remote: bool):
+def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, remote: bool):
     """One pass over a stream's segments (every record of them once), filtered to the stream `select` (when set)
     and shuffled.
 
@@ -391,7 +391,8 @@ def _stream_pass(table, seed_pair, *, select: str | None, remote: bool):
     ds = tf.data.Dataset.choose_from_datasets(sources, tf.data.Dataset.from_tensor_slices(choice))
     if select is not None:  # on the label features alone; the full parse happens once, with the decode
         ds = ds.filter(lambda serialized: _has_label(select, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
-    shuffle_seed = tf.random.stateless_uniform([], seed_pair, minval=0, maxval=2 ** 62, dtype=tf.int64)
+    # A fixed op seed (a tensor one fails under a global seed, as `keras.utils.set_random_seed` sets): the merge
+    # above already orders every pass differently.
     return ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
 
 
@@ -403,8 +404,8 @@ def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, sele
 
     `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels."""
     options = dict(select=select, remote=remote)
-    first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), **options)
-    top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), **options).repeat()
+    first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), 2 * stream_seed, **options)
+    top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), 2 * stream_seed + 1, **options).repeat()
     return first.concatenate(top_up).take(per_epoch)
 
 

@@ -170,8 +170,12 @@ def test_every_epoch_from_one_iterator_visits_every_image(three_streams, batch_s
     # 70/20/40 images over 12 = 6 + 2 + 4 rows -> 12 steps (72, 24, 48 rows an epoch); over 10 = 5 + 2 + 3 -> 14
     # steps (70, 28, 42): the streams' passes do not end on epoch boundaries, as Keras's one iterator would see.
     dirs, by_id = three_streams
-    ds, steps = data.training_dataset(dirs, batch_size=batch_size, image_size=IMAGE_SIZE, augment=False,
-                                      deterministic=deterministic, sample_ids=True)
+    tf.random.set_seed(0)  # as training does (keras.utils.set_random_seed(0)): the pipeline builds under it
+    try:
+        ds, steps = data.training_dataset(dirs, batch_size=batch_size, image_size=IMAGE_SIZE, augment=False,
+                                          deterministic=deterministic, sample_ids=True)
+    finally:
+        tf.random.set_seed(None)
     sizes = {"va": 70, "au": 20, "expr": 40}
     shares = data.stream_batch_sizes(sizes, batch_size)
     assert steps == max(math.ceil(sizes[s] / shares[s]) for s in sizes)  # about one pass over the largest stream
