@@ -7,9 +7,10 @@ at least once: each stream's epoch is one whole shuffled pass topped up from a s
 so no pass drifts across an epoch boundary (Keras draws every epoch from one iterator), whatever the stream sizes,
 the batch split or `deterministic`.
 
-A stream reads its shards as segments of about equal length, up to READERS of them at once, one record from each
-in turn, then a shuffle buffer: a batch draws from all over the stream, so a VA batch mixes about as many videos as
-uniform sampling would, although builders write each video's frames together.
+A stream reads its shards as segments of about equal length with up to READERS readers, merged in an exactly uniform
+random order, then a shuffle buffer: a batch draws from all over the stream, so a VA batch mixes nearly as many
+videos as uniform sampling would, although builders write each video's frames together. Only the record order is
+built per epoch; decoding runs on across epochs and keeps the order, so an epoch's records make exactly its batches.
 
 An image in a stream keeps only that stream's labels; its other labels are masked. An AffectNet image sits in the
 VA stream and in the EXPR stream: it is fed once with its VA label and once with its expression, so neither loss
