@@ -152,9 +152,14 @@ def _abaw2022_expr(collected: dict, other_threshold: float | None) -> dict:
     if not rows.any():
         return {}
     predictions = metrics.abaw2022_expr_predictions(collected["pred_expression"][rows], other_threshold)
-    return {"abaw2022_expr": metrics.abaw2022_expr_score(truth[rows], predictions),
-            "abaw2022_expr_count": int(rows.sum()), "abaw2022_other_count": int((truth == metrics.ABAW_OTHER).sum()),
-            "abaw2022_expr_rule": other_rule(other_threshold)}
+    others = int((truth == metrics.ABAW_OTHER).sum())
+    result = {"abaw2022_expr": metrics.abaw2022_expr_score(truth[rows], predictions),
+              "abaw2022_expr_count": int(rows.sum()), "abaw2022_other_count": others,
+              "abaw2022_expr_rule": other_rule(other_threshold)}
+    if not others:
+        result["abaw2022_expr_note"] = ("no frame labelled Other in these records (an ABAW 2020 release, or records "
+                                        "built without expr_native): Other's F1 counts as 0 of the 8")
+    return result
 
 
 def database_metrics(key: str, collected: dict, other_threshold: float | None = None) -> dict:

@@ -166,7 +166,7 @@ def test_affwild2_official_8_class_score_counts_other_frames(world):
     assert scores["abaw2022_expr_count"] == rows.sum() == 30
     assert scores["abaw2022_expr"] == pytest.approx(
         f1_score(t, p, labels=list(range(8)), average="macro", zero_division=0.0), abs=1e-9)
-    assert "never predicts Other" in scores["abaw2022_expr_rule"]
+    assert "never predicts Other" in scores["abaw2022_expr_rule"] and "abaw2022_expr_note" not in scores
     basic = truth["expr"] >= 0
     assert scores["expr_f1_7class"] == pytest.approx(
         f1_score(truth["expr"][basic], pred["expression"][basic].argmax(axis=1), average="macro"), abs=1e-9)
@@ -181,6 +181,8 @@ def test_affwild2_official_8_class_score_counts_other_frames(world):
     assert ruled["abaw2022_expr"] == pytest.approx(
         f1_score(t, p_rule, labels=list(range(8)), average="macro", zero_division=0.0), abs=1e-9)
     assert f"below {threshold:g}" in ruled["abaw2022_expr_rule"]
+    no_other = ev.database_metrics("affwild2", {**collected, "expr_native_name": np.array([""] * 40)})
+    assert no_other["abaw2022_other_count"] == 0 and "no frame labelled Other" in no_other["abaw2022_expr_note"]
     assert scores["abaw2020_au_aus"] == [1, 2, 4, 6, 12, 15, 20, 25]
     assert "ABAW22 EXPR" in report["table"] and "EXPR F1 7cl" in report["table"]
 
