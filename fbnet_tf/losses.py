@@ -251,7 +251,8 @@ class MultiTaskLoss:
     table name, a table file or a RelatednessTable (whose config then records only its name). `temperature` and
     `reweight` shape the soft labels and `soft_coannotation_unannotated` says how an AU the image does not annotate
     enters them ("absent", default: y = 0 with its weight kept; "ignore": left out); `dm_variant`, `dm_form`,
-    `dm_skip_unlinked` select the eq. 2 / eq. 3 readings; `coannotation_missing` is `coannotate_from_aus`'s rule for required AUs an image does not annotate.
+    `dm_skip_unlinked` select the eq. 2 / eq. 3 readings; `coannotation_missing` is `coannotate_from_aus`'s rule
+    for required AUs an image does not annotate.
 
     `__call__(targets, outputs)` returns {"loss": total, "expression", "au", "va", and one key per active
     coupling term}, each a scalar float32 tensor.
