@@ -1,4 +1,6 @@
-"""fbnet: FaceBehaviorNet and FATAUVA-Net in TensorFlow/Keras 3.
+"""fbnet: FaceBehaviorNet in TensorFlow/Keras 3: one network for 7 basic expressions, 17 action units and
+valence/arousal, trained jointly on many partially annotated face databases (Kollias et al., "Face Behavior a la
+carte"), with TFRecord builders, evaluation per database and export to TF Serving / TFLite / ONNX.
 
 Importing the package is cheap; TensorFlow loads only when a module that needs it is imported.
 """

@@ -79,7 +79,10 @@ class RebalanceConfig:
 class DataConfig:
     """Where the TFRecords are and how batches are drawn (sizes are GLOBAL, over all replicas)."""
 
-    record_dirs: list[str] = field(default_factory=list)  # folders of TFRecord shards (one per database)
+    # Folders of TFRecord shards (one per database). A run stores them resolved (absolute: the run evaluates and
+    # exports from any folder) and, beside them, `record_dirs_given`: the same folders as the user wrote them.
+    record_dirs: list[str] = field(default_factory=list)
+    record_dirs_given: list[str] = field(default_factory=list)
     # A staged family's record dirs per stage name (FATAUVA-Net: attribute, au, va); record_dirs when absent.
     stage_record_dirs: dict = field(default_factory=dict)
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
@@ -157,6 +160,9 @@ class LossConfig:
     # Required-but-unannotated AUs count as absent ("ignore": judge the rest).
     coannotation_missing: Literal["absent", "ignore"] = "absent"
     dm_skip_unlinked: bool = False  # True: AUs no expression links to (AU14 in du2014) leave distribution matching
+    # Soft co-annotation, an AU of e the image does not annotate: "absent" (y = 0, weight kept in the denominator:
+    # the paper's formula read literally) or "ignore" (left out of numerator and denominator).
+    soft_coannotation_unannotated: Literal["absent", "ignore"] = "absent"
 
 
 @dataclass
@@ -211,6 +217,39 @@ class ExperimentConfig:
             raise ConfigError(f"model.weights is set but model.width={self.model.width}: the published VGG-FACE "
                               "weights exist for width 1.0 only")
         return self
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+def resolve_record_dirs(cfg: ExperimentConfig, base: str | os.PathLike | None = None) -> ExperimentConfig:
+    """`cfg` with `data.record_dirs` (and every stage's) absolute, relative ones taken from `base` (default the
+    working folder), and `data.record_dirs_given` holding each folder as the user wrote it (kept from an earlier
+    resolution when the folder is still the one it names). A folder that does not exist raises ConfigError naming
+    it and the folder it was resolved from."""
+    base = Path(base if base is not None else os.getcwd()).absolute()
+    missing = []
+
+    def absolute(directory) -> str:
+        path = Path(os.path.normpath(base / os.path.expanduser(str(directory))))
+        if not path.is_dir():
+            missing.append(f"{str(directory)!r} (resolved from {base} to {path})")
+        return str(path)
+
+    given_before = cfg.data.record_dirs_given if len(cfg.data.record_dirs_given) == len(cfg.data.record_dirs) \
+        else [None] * len(cfg.data.record_dirs)
+    resolved, given = [], []
+    for directory, spelled in zip(cfg.data.record_dirs, given_before):
+        written = str(directory)
+        if spelled and os.path.isabs(written) and Path(written).parts[-len(Path(spelled).parts):] == \
+                Path(os.path.normpath(spelled)).parts:
+            written = spelled  # already resolved: keep the user's spelling
+        resolved.append(absolute(directory))
+        given.append(written)
+    stages = {name: [absolute(d) for d in (dirs or [])] for name, dirs in cfg.data.stage_record_dirs.items()}
+    if missing:
+        raise ConfigError(f"data.record_dirs: no such folder {'; '.join(missing)}")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, record_dirs=resolved, record_dirs_given=given,
+                                                             stage_record_dirs=stages))
 
 
 # --------------------------------------------------------------------------------------------- dict / YAML

@@ -1,8 +1,16 @@
 """The tf.data input pipeline: the paper's three streams (VA-set, AU-set, EXPR-set) fed as one batch (section 4.1).
 
-Each stream interleaves every TFRecord directory that carries its annotation, shuffles and repeats on its own, and
-contributes a fixed share of every batch, in proportion to the stream's size, so that one epoch (`steps_per_epoch`
-batches) visits every image of every stream: the paper's 401/247/103 split of a 751 batch.
+Each stream interleaves every TFRecord directory that carries its annotation and contributes a fixed share of every
+batch, in proportion to the stream's size: the paper's 401/247/103 split of a 751 batch. One epoch is
+`steps_per_epoch` batches, enough for one pass over the largest stream, and it visits every image of every stream
+at least once: each stream's epoch is one whole shuffled pass topped up from a second one to the epoch's length,
+so no pass drifts across an epoch boundary (Keras draws every epoch from one iterator), whatever the stream sizes,
+the batch split or `deterministic`.
+
+A stream reads its shards as segments of about equal length with up to READERS readers, merged in an exactly uniform
+random order, then a shuffle buffer: a batch draws from all over the stream, so a VA batch mixes nearly as many
+videos as uniform sampling would, although builders write each video's frames together. Only the record order is
+built per epoch; decoding runs on across epochs and keeps the order, so an epoch's records make exactly its batches.
 
 An image in a stream keeps only that stream's labels; its other labels are masked. An AffectNet image sits in the
 VA stream and in the EXPR stream: it is fed once with its VA label and once with its expression, so neither loss
@@ -29,6 +37,12 @@ STREAMS = ("va", "au", "expr")
 # move in. Other sizes keep the same ratio (resize the stored crop to image_size * CROP_MARGIN, then crop).
 CROP_MARGIN = 112 / 96
 SHUFFLE_BUFFER = 4096
+# A stream reads up to READERS segments of its shards at once, one record from each in turn. Segments hold about
+# 1/READERS of the stream, and at least MIN_SEGMENT records: opening one (reader, file, skip to its start, which
+# reads record headers only) costs ~0.7 ms, 11 us a record at 64 records, ~3 us (3% of a decode) at 256.
+READERS = 256
+MIN_SEGMENT = 256
+LOCAL_READ_BUFFER = 64 * 1024  # bytes per open segment on a local disk (remote file systems keep TF's default)
 _LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
 # The features that say which streams a record belongs to: parsed alone to select and count records.
 _LABEL_SPEC = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
@@ -129,6 +143,37 @@ def stream_sizes(record_dirs: str | Iterable[str], split: str = "train") -> dict
         for stream in STREAMS:
             totals[stream] += counts[stream]
     return totals
+
+
+def _count_records(path: str) -> int:
+    return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+
+def shard_record_counts(record_dir: str, split: str) -> dict[str, int]:
+    """{shard file: number of records} of one split of one directory: the manifest's per-shard counts when they
+    list exactly the shards on disk, else counted."""
+    files = record_files(record_dir, split)
+    shards = (_manifest_split(_read_manifest(record_dir), split) or {}).get("shards") or []
+    listed = {os.path.join(record_dir, str(s.get("file"))): s.get("count") for s in shards if isinstance(s, dict)}
+    if set(listed) == set(files) and all(isinstance(n, int) for n in listed.values()):
+        return {f: listed[f] for f in files}
+    return {f: _count_records(f) for f in files}
+
+
+def segments(counts: Mapping[str, int], *, pieces: int = READERS, at_least: int = 1) -> list[tuple[str, int, int]]:
+    """Cut shards {file: records} into (file, first record, records) segments of about equal length, in file
+    order, each record in exactly one: about `pieces` of them (fewer where MIN_SEGMENT records each would be
+    fewer), and at least `at_least` when there are that many records (one per input pipeline)."""
+    total = sum(counts.values())
+    length = max(math.ceil(total / max(pieces, 1)), MIN_SEGMENT)
+    if at_least > 1:
+        length = min(length, max(1, total // at_least))
+    cut = []
+    for path, n in counts.items():
+        k = max(1, math.ceil(n / length))
+        bounds = [n * i // k for i in range(k + 1)]
+        cut += [(path, start, stop - start) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+    return cut
 
 
 def stream_batch_sizes(sizes: Mapping[str, int], batch_size: int) -> dict[str, int]:
@@ -295,6 +340,8 @@ def _stream_targets(stream: str, labels) -> dict:
         targets.update(au=labels["au"], au_mask=labels["au_mask"])
     else:
         targets.update(expr=tf.cast(labels["expr"], tf.int32))
+    if "sample_id" in labels:
+        targets["sample_id"] = labels["sample_id"]
     return targets
 
 
@@ -314,40 +361,86 @@ def _as_list(record_dirs) -> list[str]:
 REMOTE_PREFIXES = ("gs://", "s3://", "hdfs://", "http://", "https://")
 
 
-def _records(files: Sequence[str], *, shuffle_seed: int | None, deterministic: bool):
-    """Interleave the records of `files`, up to 8 shards at a time (in a per-epoch shuffled order when shuffle_seed
-    is given)."""
+def _records(files: Sequence[str]):
+    """The records of `files`, up to 8 shards at a time, in a fixed order (validation)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     cycle = min(len(files), 8)
     if any(str(f).startswith(REMOTE_PREFIXES) for f in files):
         return ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=deterministic)
+                             deterministic=True)
     return ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle)  # in turn: deterministic anyway
 
 
-def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, deterministic, seed, input_context):
-    """One stream's endless batches: its records (this worker's shard) filtered when `select`, shuffled, repeated,
-    decoded and cropped (at random when augmenting; uint8), with only this stream's labels."""
-    stream_seed = seed * len(STREAMS) + STREAMS.index(stream)
-    shard_files = input_context is not None and len(files) >= input_context.num_input_pipelines
-    shard_records = input_context is not None and not shard_files
-    if shard_files:
-        files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    # Record-level sharding needs every worker to see the records in the same order (same seed, ordered reads).
-    ds = _records(files, shuffle_seed=stream_seed, deterministic=deterministic or shard_records)
-    if shard_records:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    # Select on the label features alone (only where some records lack this stream's label) and shuffle the
-    # serialized records: the full parse happens once, in the same map as the decode.
-    if select:
-        ds = ds.filter(lambda serialized: _has_label(stream, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
-    # Shuffle before repeat: every pass is a permutation of the whole stream, so an epoch misses no image.
-    ds = ds.shuffle(SHUFFLE_BUFFER, seed=stream_seed, reshuffle_each_iteration=True).repeat()
+def segment_table(cut: Sequence[tuple[str, int, int]]):
+    """`segments(...)` as the (files, starts, lengths) tensors `stream_epoch_records` reads."""
+    files, starts, lengths = zip(*cut)
+    return (tf.constant(files, tf.string), tf.constant(starts, tf.int64), tf.constant(lengths, tf.int64))
 
+
+def _seed_pair(stream_seed: int, epoch, draw: int):
+    """[2] int64 stateless seed of one draw (0 = the epoch's pass, 1 = its top-up) of one stream's epoch."""
+    return tf.stack([tf.constant(stream_seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + draw])
+
+
+def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, remote: bool):
+    """One pass over a stream's segments (every record of them once), filtered to the stream `select` (when set)
+    and shuffled.
+
+    Up to READERS readers, each reading its segments in turn, are merged in an exactly uniform random order (a
+    shuffled list of reader indices, each repeated by its number of records): every reader advances at the same
+    rate and all of them end together, so every stretch of the pass draws from all over the stream."""
+    files, starts, lengths = table
+    count = int(files.shape[0])
+    readers = min(count, READERS)
+
+    def read(i):
+        return tf.data.TFRecordDataset(files[i], buffer_size=None if remote else LOCAL_READ_BUFFER) \
+            .skip(starts[i]).take(lengths[i])
+
+    sources, totals = [], []
+    for r in range(readers):  # reader r reads segments r, r + readers, ... in turn (the merge does the mixing)
+        mine = range(r, count, readers)
+        reader = read(mine[0])
+        for i in mine[1:]:
+            reader = reader.concatenate(read(i))
+        sources.append(reader.prefetch(tf.data.AUTOTUNE) if remote else reader)  # remote: hide each read's latency
+        totals.append(tf.reduce_sum(tf.gather(lengths, list(mine))))
+    choice = tf.random.experimental.stateless_shuffle(
+        tf.repeat(tf.range(readers, dtype=tf.int64), tf.stack(totals)), seed_pair)
+    ds = tf.data.Dataset.choose_from_datasets(sources, tf.data.Dataset.from_tensor_slices(choice))
+    if select is not None:  # on the label features alone; the full parse happens once, with the decode
+        ds = ds.filter(lambda serialized: _has_label(select, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
+    # A fixed op seed (a tensor one fails under a global seed, as `keras.utils.set_random_seed` sets): the merge
+    # above already orders every pass differently.
+    return ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
+
+
+def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, select: str | None = None,
+                         remote: bool = False):
+    """The serialized records one stream feeds in epoch `epoch`: exactly `per_epoch` of them, one whole shuffled
+    pass over the stream first (so every record is in every epoch when the pass is no longer than `per_epoch`),
+    then the start of another pass (repeated for a stream much smaller than its share of the epoch).
+
+    `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels."""
+    options = dict(select=select, remote=remote)
+    first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), 2 * stream_seed, **options)
+    top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), 2 * stream_seed + 1, **options).repeat()
+    return first.concatenate(top_up).take(per_epoch)
+
+
+def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, image_size: int, augment: bool,
+                    stream_seed: int, remote: bool, sample_ids: bool):
+    """One stream's endless batches, epoch after epoch (`per_epoch` // `batch` of them each): its records decoded
+    and cropped (at random when augmenting; uint8), with only this stream's labels.
+
+    The parallel decode keeps the records' order, so an epoch's records make exactly its batches; only the record
+    order is built per epoch (`stream_epoch_records`), and the decoding runs on across epoch boundaries."""
+    records = tf.data.Dataset.counter().flat_map(
+        lambda epoch: stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
+                                           select=stream if select else None, remote=remote))
     centre = _centre_corner(image_size)
-    spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *_STREAM_LABELS[stream])}
+    keys = _STREAM_LABELS[stream] + (("sample_id",) if sample_ids else ())
+    spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *keys)}
 
     def to_example(index, serialized):
         features = tf.io.parse_single_example(serialized, spec)  # the image and this stream's labels only
@@ -357,9 +450,9 @@ def _stream_dataset(stream, files, *, select: bool, batch, image_size, augment, 
                                 tf.stack([tf.cast(stream_seed, tf.int64), index]))
         else:
             image = _crop(features["image/encoded"], image_size, centre)
-        return image, {k: features[k] for k in _STREAM_LABELS[stream]}
+        return image, {k: features[k] for k in keys}
 
-    ds = ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = records.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch, drop_remainder=True).map(lambda images, labels: (images, _stream_targets(stream, labels)))
 
 
@@ -380,22 +473,30 @@ def _assemble(augment: bool, seed: int):
         images = tf.concat([b[0] for b in batches], axis=0)
         images = (_augment(images, tf.stack([augment_seed, index])) if augment
                   else tf.cast(images, tf.float32))
-        return images, {k: tf.concat([b[1][k] for b in batches], axis=0) for k in _LABEL_KEYS}
+        return images, {k: tf.concat([b[1][k] for b in batches], axis=0) for k in batches[0][1]}
 
     return assemble
 
 
 def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
                      tasks: Sequence[str] = ("va", "au", "expr"), augment: bool = True, deterministic: bool = False,
-                     seed: int = 0, input_context: tf.distribute.InputContext | None = None):
+                     seed: int = 0, input_context: tf.distribute.InputContext | None = None,
+                     sample_ids: bool = False):
     """The three-stream training dataset and the number of steps that makes one epoch.
 
     Returns `(dataset, steps_per_epoch)`. The dataset is infinite and yields
     `(images float32 [B,S,S,3] RGB 0..255, {"expr" int32 [B] (-1 = none), "va" [B,2], "va_mask" [B],
-    "au" [B,17], "au_mask" [B,17]})`, the streams' rows in the order va, au, expr. `batch_size` is global; with an
-    `input_context` (from `strategy.distribute_datasets_from_function`) the dataset yields this worker's shard in
-    per-replica batches. `tasks` restricts the streams (single-task baselines). `deterministic=True` gives the same
-    batches for the same seed (augmentation uses stateless per-image seeds; order is kept through parallel maps).
+    "au" [B,17], "au_mask" [B,17]})`, the streams' rows in the order va, au, expr (`sample_ids=True` adds
+    "sample_id" string [B], to inspect what a batch holds). `steps_per_epoch` is one pass over the largest stream;
+    every `steps_per_epoch` consecutive batches from one iterator (one Keras epoch) hold every image of every
+    stream at least once.
+
+    `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
+    dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
+    share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
+    (single-task baselines). The same seed gives the same batches whatever `deterministic` is (augmentation uses
+    stateless per-image seeds; the record order is seeded and the parallel maps keep it, which is also what keeps
+    an epoch's images in it); `deterministic` sets tf.data's option of that name for the rest.
     """
     dirs = _as_list(record_dirs)
     unknown = set(tasks) - set(STREAMS)
@@ -404,20 +505,34 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     per_dir = {d: _dir_stream_counts(d, split) for d in dirs}
     sizes = {s: sum(c[s] for c in per_dir.values()) for s in STREAMS if s in tasks}
     replicas = 1 if input_context is None else input_context.num_replicas_in_sync
+    pipelines = 1 if input_context is None else input_context.num_input_pipelines
     replica_batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
     shares = stream_batch_sizes(sizes, replica_batch)
     steps_per_epoch = max(math.ceil(sizes[s] / (b * replicas)) for s, b in shares.items())
+    # This pipeline's batches per epoch: each global step takes one per replica it feeds.
+    batches_per_epoch = steps_per_epoch * max(1, replicas // pipelines)
 
-    streams = []
+    plans = []
     for stream in (s for s in STREAMS if s in shares):
         carriers = [d for d in dirs if per_dir[d][stream] > 0]
-        files = [f for d in carriers for f in record_files(d, split)]
-        select = any(per_dir[d][stream] != per_dir[d]["records"] for d in carriers)
-        streams.append(_stream_dataset(stream, files, select=select, batch=shares[stream], image_size=image_size,
-                                       augment=augment, deterministic=deterministic, seed=seed,
-                                       input_context=input_context))
-    ds = tf.data.Dataset.zip(tuple(streams)).enumerate()
-    ds = ds.map(_assemble(augment, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        counts = {f: n for d in carriers for f, n in shard_record_counts(d, split).items()}
+        cut = segments(counts, at_least=pipelines)
+        if input_context is not None:
+            cut = cut[input_context.input_pipeline_id::pipelines]
+            if not cut:
+                raise ValueError(f"the {stream} stream has {sum(counts.values())} records: fewer than the "
+                                 f"{pipelines} input pipelines")
+        plans.append(dict(stream=stream, table=segment_table(cut), per_epoch=batches_per_epoch * shares[stream],
+                          batch=shares[stream], select=any(per_dir[d][stream] != per_dir[d]["records"]
+                                                           for d in carriers),
+                          remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),
+                          stream_seed=seed * len(STREAMS) + STREAMS.index(stream)))
+
+    streams = tuple(_stream_batches(image_size=image_size, augment=augment, sample_ids=sample_ids, **plan)
+                    for plan in plans)
+    ds = tf.data.Dataset.zip(streams).enumerate()
+    # Ordered, as the decode: batch k of every stream belongs to epoch k // batches_per_epoch.
+    ds = ds.map(_assemble(augment, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = _options(deterministic, sharded=input_context is not None)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options), steps_per_epoch
 
@@ -443,7 +558,7 @@ def validation_dataset(record_dirs, *, batch_size: int, image_size: int, split: 
     Same element structure as `training_dataset`; finite; deterministic order.
     """
     files = _split_files(_as_list(record_dirs), split)
-    ds = _records(files, shuffle_seed=None, deterministic=True).map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _records(files).map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(_has_any_label).map(lambda f: (eval_image(f["image/encoded"], image_size), _all_targets(f)),
                                        num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

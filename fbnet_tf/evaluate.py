@@ -1,13 +1,16 @@
 """Per-database evaluation as the paper's Table 2 reports it (section 4, "Performance Measures").
 
-    python -m fbnet_tf.evaluate --run-dir runs/x [--data DIR ...] [--split test]
+    python -m fbnet_tf.evaluate --run-dir runs/x [--data DIR ...] [--split test] [--other-threshold P]
 
 Runs the inference model over each record directory, groups the predictions by the records' `source`, and scores
 each database with its own metric: CCC-V/CCC-A (Aff-Wild, Aff-Wild2, AffectNet), macro F1 (AffectNet), total
 accuracy per clip from averaged frame probabilities (AFEW), mean diagonal of the confusion matrix (RAF-DB), the
 EmotioNet challenge scores, mean F1 over the annotated AUs (DISFA, BP4D, BP4D+, Aff-Wild2) and the ABAW scores
-(Aff-Wild2). Every applicable metric is computed for every database; the table shows the paper's columns.
-Writes `evaluation.json` and PNG figures into the output (run) directory.
+(Aff-Wild2: the official ABAW 2022+ EXPR score over 8 classes with "Other", the 7-class F1 beside it, ABAW 2020's
+scores over its own AUs). Every applicable metric is computed for every database; the table shows the paper's
+columns. Writes `evaluation.json` (atomically) and PNG figures into the output (run) directory. The run's record
+dirs are absolute in its config, so this works from any folder; an evaluation of no database exits 1 and leaves an
+earlier `evaluation.json` as it was.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,7 +33,7 @@ if __name__ == "__main__":  # the command line: TensorFlow's import-time notices
 
 from fbnet_tf import cli, metrics, plots  # noqa: E402
 from fbnet_tf.data import evaluation_dataset, record_count, record_files
-from fbnet_tf.labels import AU_NAMES, CELEBA_ATTRIBUTES, EXPRESSIONS, VA_NAMES, parse_au_number
+from fbnet_tf.labels import ABAW2020_AUS, AU_NAMES, CELEBA_ATTRIBUTES, EXPRESSIONS, VA_NAMES, parse_au_number
 
 # Table 2 of the paper (plus Aff-Wild2 and its ABAW scores): (database key, heading, [(column, metric key)]).
 TABLE_COLUMNS = (
@@ -41,8 +45,9 @@ TABLE_COLUMNS = (
     ("disfa", "DISFA", (("F1 Score", "au_f1"),)),
     ("bp4d", "BP4D", (("F1 Score", "au_f1"),)),
     ("bp4dplus", "BP4D+", (("F1 Score", "au_f1"),)),
-    ("affwild2", "Aff-Wild2", (("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"), ("EXPR F1", "expr_f1"),
-                               ("AU F1", "au_f1"), ("ABAW20 EXPR", "abaw2020_expr"), ("ABAW20 AU", "abaw2020_au"))),
+    ("affwild2", "Aff-Wild2", (("CCC-V", "ccc_valence"), ("CCC-A", "ccc_arousal"), ("ABAW22 EXPR", "abaw2022_expr"),
+                               ("EXPR F1 7cl", "expr_f1_7class"), ("AU F1", "au_f1"),
+                               ("ABAW20 EXPR", "abaw2020_expr"), ("ABAW20 AU", "abaw2020_au"))),
 )
 _ALIASES = {"affwild1": "affwild", "raf": "rafdb", "rafdbbasic": "rafdb", "emotionnet": "emotionet",
             "bp4dspontaneous": "bp4d", "bp4d2": "bp4dplus", "afew6": "afew", "afew7": "afew"}
@@ -131,15 +136,53 @@ def clip_accuracy(probabilities, labels, clips) -> float:
     return metrics.accuracy(clip_labels, sums.argmax(axis=1))
 
 
+def abaw2022_truth(collected: dict) -> np.ndarray:
+    """ABAW 2022+ classes 0..7 of each record: the canonical expression, Other (7) where the release's own label
+    is "Other" (`expr_native_name`; such frames have no canonical expression), else -1."""
+    truth = collected["expr"].astype(np.int64).copy()
+    names = np.char.lower(collected["expr_native_name"].astype(str)) if "expr_native_name" in collected else None
+    if names is not None:
+        truth[(truth < 0) & (names == "other")] = metrics.ABAW_OTHER
+    return truth
+
+
+def other_rule(other_threshold: float | None) -> str:
+    if other_threshold is None:
+        return "argmax of the 7 expression outputs; the model never predicts Other"
+    return f"Other where the largest of the 7 expression probabilities is below {other_threshold:g}, else the argmax"
+
+
+def _abaw2022_expr(collected: dict, other_threshold: float | None) -> dict:
+    truth = abaw2022_truth(collected)
+    rows = truth >= 0
+    if not rows.any():
+        return {}
+    predictions = metrics.abaw2022_expr_predictions(collected["pred_expression"][rows], other_threshold)
+    others = int((truth == metrics.ABAW_OTHER).sum())
+    result = {"abaw2022_expr": metrics.abaw2022_expr_score(truth[rows], predictions),
+              "abaw2022_expr_count": int(rows.sum()), "abaw2022_other_count": others,
+              "abaw2022_expr_rule": other_rule(other_threshold)}
+    if not others:
+        result["abaw2022_expr_note"] = ("no frame labelled Other in these records (an ABAW 2020 release, or records "
+                                        "built without expr_native): Other's F1 counts as 0 of the 8")
+    return result
+
+
 def canonical_labels() -> dict[str, list[str]]:
     return {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
 
 
-def database_metrics(key: str, collected: dict, labels: dict | None = None) -> dict:
+def database_metrics(key: str, collected: dict, labels: dict | None = None,
+                     other_threshold: float | None = None) -> dict:
     """Every metric that applies to the labels this database has and the outputs the model gives.
 
     `labels`: the model's column names per output (`models.registry.label_names`); the canonical ones by default.
-    """
+
+    Aff-Wild2 also gets the challenges' own scores: `abaw2022_expr`, the official ABAW 2022+ macro F1 over 8
+    classes with "Other" frames counted (`other_threshold` None: the model never predicts Other; a float: Other
+    where the top probability is below it; `abaw2022_expr_rule` says which), beside `expr_f1_7class` (macro F1 over
+    the 7 basic classes, Other frames left out); `abaw2020_expr`, `abaw2020_au` (over its 8 AUs, those annotated
+    listed in `abaw2020_au_aus`) and `abaw2022_au`."""
     labels = labels or canonical_labels()
     result: dict = {"count": int(len(collected["sample_id"]))}
     va_rows = collected["va_mask"] > 0
@@ -164,8 +207,10 @@ def database_metrics(key: str, collected: dict, labels: dict | None = None) -> d
         if key == "emotionet":
             result["emotionet_expr_score"] = metrics.emotionet_expression_score(truth, scores, n)
         if key == "affwild2":
+            result["expr_f1_7class"] = result["expr_f1"]
             result["abaw2020_expr"] = metrics.abaw2020_expr_score(truth, scores, n)
-            result["abaw2022_expr"] = metrics.abaw2022_expr_score(truth, scores)
+    if key == "affwild2" and "pred_expression" in collected:
+        result.update(_abaw2022_expr(collected, other_threshold))
     au_rows = collected["au_mask"].sum(axis=1) > 0
     if au_rows.any() and "pred_action_units" in collected:
         truth, probabilities = collected["au"][au_rows], collected["pred_action_units"][au_rows]
@@ -182,7 +227,11 @@ def database_metrics(key: str, collected: dict, labels: dict | None = None) -> d
         if key == "emotionet":
             result["emotionet_au_score"] = metrics.emotionet_au_score(truth, probabilities, mask)
         if key == "affwild2":
-            result["abaw2020_au"] = metrics.abaw2020_au_score(truth, probabilities, mask)
+            _, _, _, used = metrics.challenge_au_columns(truth, probabilities, mask, ABAW2020_AUS)
+            with warnings.catch_warnings():  # the missing AUs are recorded instead
+                warnings.simplefilter("ignore")
+                result["abaw2020_au"] = metrics.abaw2020_au_score(truth, probabilities, mask)
+            result["abaw2020_au_aus"] = used
             result["abaw2022_au"] = metrics.abaw2022_au_score(truth, probabilities, mask)
     attribute_rows = collected.get("attributes_mask", np.zeros(0)) > 0
     if attribute_rows.any() and "pred_attributes" in collected:
@@ -337,38 +386,64 @@ def _heading(key: str) -> str:
     return next((heading for k, heading, _ in TABLE_COLUMNS if k == key), key)
 
 
+class NothingEvaluated(ValueError):
+    """No database of the given record directories had a split to evaluate; the message lists why."""
+
+
+def _write_json_atomically(path: str, value) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1)
+    os.replace(temporary, path)
+
+
 def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, out_dir: str | None = None, *,
-             batch_size: int = 64, row_name: str = "FaceBehaviorNet", verbose: bool = True) -> dict:
+             batch_size: int = 64, row_name: str = "FaceBehaviorNet", verbose: bool = True,
+             other_threshold: float | None = None) -> dict:
     """Score `model` (the inference model: image -> named outputs) on each database of `record_dirs`.
 
-    `split=None` takes each directory's `test` split, else its `validation` split. Returns
-    {"databases": {database key: {metric: value, ...}}, "splits": {record dir: split}, "table": text}; with
-    `out_dir`, also writes `evaluation.json` and the PNG figures there.
+    `split=None` takes each directory's `test` split, else its `validation` split. `other_threshold`: the rule
+    that predicts ABAW's "Other" for the official Aff-Wild2 score (see `database_metrics`). Returns
+    {"databases": {database key: {metric: value, ...}}, "splits": {record dir: split}, "skipped": {record dir:
+    reason}, "table": text}; with `out_dir`, also writes `evaluation.json` (atomically) and the PNG figures there.
+    A record directory that does not exist raises FileNotFoundError; when no database could be evaluated,
+    NothingEvaluated is raised and nothing is written (an earlier `evaluation.json` stays as it was).
     """
     from fbnet_tf.models.registry import label_names
 
     dirs = [record_dirs] if isinstance(record_dirs, (str, os.PathLike)) else [str(d) for d in record_dirs]
+    missing = [d for d in dirs if not os.path.isdir(d)]
+    if missing:
+        raise FileNotFoundError(f"record directories not found: {', '.join(map(str, missing))} "
+                                f"(relative paths are taken from {os.getcwd()})")
     labels = {**canonical_labels(), **label_names(model)}
     own_aus = labels["action_units"] != list(AU_NAMES)
     aus = [parse_au_number(n) for n in labels["action_units"]] if own_aus else None
     by_database: dict[str, list[dict]] = {}
-    splits = {}
+    splits, skipped = {}, {}
     for record_dir in dirs:
         chosen = split or default_split(record_dir)
         if chosen is None or not record_files(record_dir, chosen):
+            skipped[str(record_dir)] = f"no {chosen or 'test or validation'} split"
             print(f"evaluate: {record_dir} has no {chosen or 'test or validation'} split; skipped", file=sys.stderr)
             continue
         splits[str(record_dir)] = chosen
         collected = predict_records(model, record_dir, chosen, batch_size=batch_size, aus=aus)
         if not collected:
+            skipped[str(record_dir)] = f"its {chosen} split holds no record"
             continue
         keys = np.array([database_key(s) for s in collected["source"]])
         for key in np.unique(keys):
             by_database.setdefault(str(key), []).append(_subset(collected, keys == key))
+    if not by_database:
+        reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items()) or "no record directory given"
+        raise NothingEvaluated(f"nothing to evaluate ({reasons})"
+                               + (f"; {os.path.join(out_dir, 'evaluation.json')} left as it was" if out_dir else ""))
     merged = {key: _merge(parts) for key, parts in by_database.items()}
-    results = {key: database_metrics(key, collected, labels) for key, collected in merged.items()}
+    results = {key: database_metrics(key, collected, labels, other_threshold) for key, collected in merged.items()}
     table = format_table(results, row_name)
-    report = {"databases": results, "splits": splits, "table": table, "label_tables": label_tables(results)}
+    report = {"databases": results, "splits": splits, "skipped": skipped, "table": table,
+              "label_tables": label_tables(results)}
     if verbose:
         print(table)
         print(report["label_tables"])
@@ -376,9 +451,24 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
         os.makedirs(out_dir, exist_ok=True)
         report["figures"] = [p for key in results
                              for p in _draw(key, _heading(key), results[key], merged[key], out_dir)]
-        with open(os.path.join(out_dir, "evaluation.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        _write_json_atomically(os.path.join(out_dir, "evaluation.json"), report)
     return report
+
+
+def _record_dirs_of_run(run_dir: str) -> list[str]:
+    """The run's record directories, every stage's included (absolute in configs written since they are resolved;
+    an older config's relative ones are taken from the working folder)."""
+    from fbnet_tf import config as config_lib
+    from fbnet_tf import runs
+
+    cfg = runs.load_config(run_dir)
+    if not cfg.data.all_record_dirs():
+        raise ValueError(f"{run_dir}: its config names no data.record_dirs; pass --data DIR ...")
+    try:
+        return config_lib.resolve_record_dirs(cfg).data.all_record_dirs()
+    except config_lib.ConfigError as err:
+        raise FileNotFoundError(f"{runs.run_dir(run_dir).config}: {err}; pass --data DIR ... to point at the "
+                                f"records on this machine") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -392,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=cli.integer(1), default=64)
     parser.add_argument("--model", help="the model to score: a .keras file or a checkpoint such as "
                                         "<run-dir>/checkpoints/best.weights.h5 (default: the run's model.keras)")
+    parser.add_argument("--other-threshold", type=cli.number(0.0, 1.0), metavar="P",
+                        help="ABAW 2022+ EXPR: predict 'Other' where the top expression probability is below P "
+                             "(default: never predict it)")
     parser.add_argument("--compare", nargs="+", metavar="NAME=RUN_DIR",
                         help="compare evaluated runs on V-A (FATAUVA-Net Figures 9-10), e.g. FATAUVA_Reg=runs/reg "
                              "FATAUVA_Cls=runs/cls FATVA=runs/fatva; writes into --out")
@@ -412,18 +505,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.run_dir:
         parser.error("--run-dir is required (or --compare)")
 
+    from fbnet_tf import config as config_lib
     from fbnet_tf import runs
 
     cli.quiet_tensorflow()
-    data_dirs = args.data or runs.load_config(args.run_dir).data.all_record_dirs()
-    if not data_dirs:
-        parser.error(f"{args.run_dir}: its config names no data.record_dirs; pass --data DIR ...")
     try:
         model = runs.load_inference_model(args.model or args.run_dir)
     except FileNotFoundError as error:
         parser.error(str(error))
-    report = evaluate(model, data_dirs, split=args.split, out_dir=args.run_dir, batch_size=args.batch_size,
-                      row_name=os.path.basename(os.path.normpath(args.run_dir)))
+    try:
+        if args.data:
+            cfg = config_lib.from_dict({"data": {"record_dirs": list(args.data)}})
+            data_dirs = config_lib.resolve_record_dirs(cfg).data.record_dirs
+        else:
+            data_dirs = _record_dirs_of_run(args.run_dir)
+        report = evaluate(model, data_dirs, split=args.split, out_dir=args.run_dir, batch_size=args.batch_size,
+                          row_name=os.path.basename(os.path.normpath(args.run_dir)),
+                          other_threshold=args.other_threshold)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {os.path.join(args.run_dir, 'evaluation.json')} and {len(report['figures'])} figures",
           file=sys.stderr)
     return 0

@@ -17,8 +17,11 @@ EXPRESSIONS: tuple[str, ...] = ("Neutral", "Anger", "Disgust", "Fear", "Happines
 # 17 action units: the union of the AU sets of the AU databases the paper trains on.
 AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26)
 AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in AUS)
-# The 12 AUs the ABAW 2022+ challenges score (a subset of AUS).
+# The 8 AUs the ABAW 2020 challenge scores and the 12 the ABAW 2022+ challenges score (subsets of AUS).
+ABAW2020_AUS: tuple[int, ...] = (1, 2, 4, 6, 12, 15, 20, 25)
 ABAW2022_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
+# ABAW 2022+'s 8 expression classes: the 7 basic ones in the canonical order, then "Other" (its native index 7).
+ABAW2022_EXPRESSIONS: tuple[str, ...] = (*EXPRESSIONS, "Other")
 
 VA_NAMES: tuple[str, ...] = ("valence", "arousal")
 

@@ -95,32 +95,47 @@ def va_loss(va, va_mask, valence_arousal):
 
 # ---------------------------------------------------------------- coupling: soft co-annotation
 
-def soft_coannotation_scores(au, au_mask, table, reweight=True):
-    """[N, 7] pre-softmax scores: score(e) = sum_a w(e,a) y_a / sum_a w(e,a) over e's AUs (w = 1 without
-    reweighting), e.g. happiness = (y12 + y25 + 0.51 y6) / 2.51.
+SOFT_COANNOTATION_UNANNOTATED = ("absent", "ignore")
 
-    Unannotated AUs (mask 0) are left out of both the numerator and the denominator: the score is the weighted
-    fraction of e's *annotated* AUs that are active. An expression none of whose AUs is annotated, and neutral
-    (no AUs), scores 0.
+
+def soft_coannotation_scores(au, au_mask, table, reweight=True, unannotated="absent"):
+    """[N, 7] pre-softmax scores: score(e) = sum_a w(e,a) y_a / sum_a w(e,a) over e's AUs among the 17 (w = 1
+    without reweighting), e.g. happiness = (y12 + y25 + 0.51 y6) / 2.51. Neutral (no AUs) scores 0.
+
+    An AU of e that the image does not annotate (mask 0):
+    - unannotated="absent" (default, the paper's formula read literally): counts as y = 0 and keeps its weight in
+      the denominator. A DISFA frame with AU4 + AU17 (DISFA never codes AU7, AU23, AU24) scores Anger
+      (1 + 0.52) / 4.07 = 0.373 and Sadness (1 + 0.67) / 3.77 = 0.443 (AU11 is not among the 17).
+    - unannotated="ignore": leaves it out of both the numerator and the denominator, so the score is the weighted
+      fraction of e's *annotated* AUs that are active (that frame then scores Anger 1.0, as high as a full anger
+      pattern); an expression none of whose AUs is annotated scores 0.
     """
+    if unannotated not in SOFT_COANNOTATION_UNANNOTATED:
+        raise ValueError(f"soft co-annotation unannotated={unannotated!r}: expected one of "
+                         f"{SOFT_COANNOTATION_UNANNOTATED}")
     table = _basic_table(table)
     w = tf.constant(table.weights if reweight else table.membership, tf.float32)  # [7, A]
     mask = tf.cast(tf.cast(au_mask, tf.float32) > 0, tf.float32)
     active = tf.cast(au, tf.float32) * mask
     numerator = tf.matmul(active, w, transpose_b=True)
-    denominator = tf.matmul(mask, w, transpose_b=True)
+    if unannotated == "absent":
+        denominator = tf.reduce_sum(w, axis=1)[None, :]  # [1, 7]: every AU of e, annotated or not
+    else:
+        denominator = tf.matmul(mask, w, transpose_b=True)
     return tf.math.divide_no_nan(numerator, denominator)
 
 
-def soft_coannotation_targets(au, au_mask, table, temperature=1.0, reweight=True):
+def soft_coannotation_targets(au, au_mask, table, temperature=1.0, reweight=True, unannotated="absent"):
     """[N, 7] soft expression targets: softmax(scores / temperature) (see `soft_coannotation_scores`)."""
-    return tf.nn.softmax(soft_coannotation_scores(au, au_mask, table, reweight) / temperature, axis=-1)
+    scores = soft_coannotation_scores(au, au_mask, table, reweight, unannotated)
+    return tf.nn.softmax(scores / temperature, axis=-1)
 
 
-def soft_coannotation_loss(au, au_mask, expression_logits, table, temperature=1.0, reweight=True):
+def soft_coannotation_loss(au, au_mask, expression_logits, table, temperature=1.0, reweight=True,
+                           unannotated="absent"):
     """Soft-target cross-entropy between the AU-derived soft labels and the predicted expressions, averaged over
     the images with at least one annotated AU."""
-    targets = soft_coannotation_targets(au, au_mask, table, temperature, reweight)
+    targets = soft_coannotation_targets(au, au_mask, table, temperature, reweight, unannotated)
     per_image = tf.nn.softmax_cross_entropy_with_logits(labels=targets,
                                                         logits=tf.cast(expression_logits, tf.float32))
     has_au = tf.cast(tf.reduce_sum(tf.cast(au_mask, tf.float32), axis=1) > 0, tf.float32)
@@ -149,8 +164,11 @@ def distribution_matching_q(expression_probs, table, variant="membership"):
 
 def distribution_matching_loss(expression_probs, au_probs, table, variant="membership", form="bernoulli",
                                skip_unlinked=False):
-    """Eq. 3 averaged over every image: per AU -(p log q + (1 - p) log(1 - q)) ("bernoulli", the KL(p||q)
-    reading of footnote 4) or only -p log q ("literal"), summed over the 17 AUs. q is clipped to [1e-7, 1 - 1e-7];
+    """Eq. 3 averaged over every image: per AU -(p log q + (1 - p) log(1 - q)) ("bernoulli", default) or only
+    -p log q ("literal", eq. 3 as printed), summed over the 17 AUs.
+
+    The Bernoulli cross-entropy is footnote 4's KL(p||q) *plus the entropy of p*, not KL alone: with gradients
+    into p it also pushes each AU probability p towards 0 or 1. q is clipped to [1e-7, 1 - 1e-7];
     gradients reach both the expression head (through q) and the AU head (through p).
 
     An AU that the table links to no expression (AU14 in du2014) has q = 0, so the term pushes it towards 0 on
@@ -231,8 +249,10 @@ class MultiTaskLoss:
     - "soft_coannotation+distribution_matching": both.
     `coupling_weight` is one float for every coupling term or a dict {term: float}. `relatedness` is a built-in
     table name, a table file or a RelatednessTable (whose config then records only its name). `temperature` and
-    `reweight` shape the soft labels; `dm_variant`, `dm_form`, `dm_skip_unlinked` select the eq. 2 / eq. 3
-    readings; `coannotation_missing` is `coannotate_from_aus`'s rule for required AUs an image does not annotate.
+    `reweight` shape the soft labels and `soft_coannotation_unannotated` says how an AU the image does not annotate
+    enters them ("absent", default: y = 0 with its weight kept; "ignore": left out); `dm_variant`, `dm_form`,
+    `dm_skip_unlinked` select the eq. 2 / eq. 3 readings; `coannotation_missing` is `coannotate_from_aus`'s rule
+    for required AUs an image does not annotate.
 
     `__call__(targets, outputs)` returns {"loss": total, "expression", "au", "va", and one key per active
     coupling term}, each a scalar float32 tensor.
@@ -240,7 +260,7 @@ class MultiTaskLoss:
 
     def __init__(self, lambda_au=1.0, lambda_va=1.0, coupling="none", relatedness="du2014", temperature=1.0,
                  reweight=True, dm_variant="membership", dm_form="bernoulli", coupling_weight=1.0,
-                 coannotation_missing="absent", dm_skip_unlinked=False):
+                 coannotation_missing="absent", dm_skip_unlinked=False, soft_coannotation_unannotated="absent"):
         if coupling not in COUPLINGS:
             raise ValueError(f"MultiTaskLoss coupling={coupling!r}: expected one of {COUPLINGS}")
         if dm_variant not in DM_VARIANTS:
@@ -250,6 +270,9 @@ class MultiTaskLoss:
         if coannotation_missing not in ("absent", "ignore"):
             raise ValueError(f"MultiTaskLoss coannotation_missing={coannotation_missing!r}: expected 'absent' "
                              f"or 'ignore'")
+        if soft_coannotation_unannotated not in SOFT_COANNOTATION_UNANNOTATED:
+            raise ValueError(f"MultiTaskLoss soft_coannotation_unannotated={soft_coannotation_unannotated!r}: "
+                             f"expected one of {SOFT_COANNOTATION_UNANNOTATED}")
         self._couplings = () if coupling == "none" else tuple(coupling.split("+"))
         # Keys `__call__` adds beyond "loss", "expression", "au", "va" (co-annotation changes those, adds none).
         self.terms = tuple(t for t in self._couplings if t != "coannotation")
@@ -268,6 +291,7 @@ class MultiTaskLoss:
         self.coupling_weight = coupling_weight
         self.coannotation_missing = coannotation_missing
         self.dm_skip_unlinked = bool(dm_skip_unlinked)
+        self.soft_coannotation_unannotated = soft_coannotation_unannotated
         self.table = _basic_table(relatedness) if self._couplings else None
 
     def __call__(self, targets, outputs):
@@ -284,7 +308,8 @@ class MultiTaskLoss:
         total = terms["expression"] + self.lambda_au * terms["au"] + self.lambda_va * terms["va"]
         if "soft_coannotation" in self._couplings:
             terms["soft_coannotation"] = soft_coannotation_loss(
-                targets["au"], targets["au_mask"], expr_logits, self.table, self.temperature, self.reweight)
+                targets["au"], targets["au_mask"], expr_logits, self.table, self.temperature, self.reweight,
+                self.soft_coannotation_unannotated)
         if "distribution_matching" in self._couplings:
             terms["distribution_matching"] = distribution_matching_loss(
                 tf.nn.softmax(tf.cast(expr_logits, tf.float32)), tf.sigmoid(tf.cast(au_logits, tf.float32)),
@@ -315,7 +340,8 @@ class MultiTaskLoss:
                 "relatedness": str(relatedness), "temperature": self.temperature, "reweight": self.reweight,
                 "dm_variant": self.dm_variant, "dm_form": self.dm_form,
                 "coupling_weight": self.coupling_weight, "coannotation_missing": self.coannotation_missing,
-                "dm_skip_unlinked": self.dm_skip_unlinked}
+                "dm_skip_unlinked": self.dm_skip_unlinked,
+                "soft_coannotation_unannotated": self.soft_coannotation_unannotated}
 
     @classmethod
     def from_config(cls, config):

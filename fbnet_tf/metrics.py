@@ -1,7 +1,8 @@
 """Evaluation metrics as the papers and challenges compute them (shared/reference/relatedness.md, "Metrics"),
 plus two Keras metrics that stream over an epoch for training logs.
 
-The numpy functions take whole splits. Undefined cases return a documented value, never NaN and never a warning:
+The numpy functions take whole splits. Undefined cases return a documented value, never NaN and never a warning
+(the one warning: `abaw2020_au_score` names the challenge AUs the records do not annotate):
 - `ccc`: no samples -> 0.0; identical constant vectors (0 / 0) -> 1.0 (perfect agreement).
 - per-AU F1: an AU never positive in truth nor prediction -> `zero_division` (0.0, as sklearn's default, which the
   challenge scripts use); `mean_f1` averages only over AUs with at least one annotated entry (the mask).
@@ -10,6 +11,17 @@ The numpy functions take whole splits. Undefined cases return a documented value
   scores (`mean_diagonal`, `unweighted_average_recall`) over the classes that occur in the truth. No sample -> 0.0.
 Predictions: AU arrays may be probabilities (thresholded at 0.5) or 0/1; expression predictions may be labels [N]
 or scores [N, C] (argmax).
+
+The ABAW scores follow the organisers' definitions:
+- ABAW 2020 (Kollias, Schulc, Hajiyev & Zafeiriou, "Analysing Affective Behavior in the First ABAW 2020
+  Competition", FG 2020, arXiv:2001.11409, section "Evaluation metrics"): EXPR = 0.67 F1 + 0.33 total accuracy over
+  the 7 basic expressions (F1 the unweighted mean over the classes); AU = 0.5 F1 + 0.5 total accuracy over its 8 AUs
+  1, 2, 4, 6, 12, 15, 20, 25 (F1 the unweighted mean over the 8 AUs, accuracy over all AU decisions).
+- ABAW 2022+ (Kollias, "ABAW: Valence-Arousal Estimation, Expression Recognition, Action Unit Detection &
+  Multi-Task Learning Challenges", CVPR-W 2022, arXiv:2202.10659, section "Evaluation metrics"; the same in the
+  later editions): VA = (CCC_valence + CCC_arousal) / 2; EXPR = sum of the per-class F1 over the 8 classes
+  (the 7 basic + "Other") / 8; AU = sum of the per-AU F1 over its 12 AUs / 12. Per-class F1 as sklearn's
+  `f1_score` computes it (zero_division 0; the tests check against it).
 """
 from __future__ import annotations
 
@@ -17,7 +29,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from fbnet_tf.labels import ABAW2022_AUS, AUS
+import warnings
+
+from fbnet_tf.labels import ABAW2020_AUS, ABAW2022_AUS, ABAW2022_EXPRESSIONS, AUS
 
 
 # ---------------------------------------------------------------- continuous affect
@@ -131,26 +145,48 @@ def emotionet_au_score(y_true, y_pred, mask=None):
     return 0.5 * (mean_f1(y_true, y_pred, mask) + (float(accuracies.mean()) if used.any() else 0.0))
 
 
-def abaw2020_au_score(y_true, y_pred, mask=None):
-    """ABAW 2020 AU score: 0.5 mean F1 over AUs + 0.5 accuracy over all (annotated) AU decisions."""
-    t, p, m = _au_arrays(y_true, y_pred, mask)
+def challenge_au_columns(y_true, y_pred, mask, challenge_aus, aus=AUS, *, name="AU score"):
+    """(y_true, y_pred, mask) reduced to a challenge's AU columns, and the challenge AUs annotated in them.
+
+    Arrays with len(challenge_aus) columns are taken as those AUs; arrays whose columns are `aus` (the canonical 17
+    by default) are reduced to them. A challenge AU is annotated when some entry of its column has mask > 0 (all
+    entries count when mask is None)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    width = y_true.shape[1] if y_true.ndim == 2 else -1
+    if width != len(challenge_aus):
+        outside = [a for a in challenge_aus if a not in aus]
+        if outside or width != len(aus):
+            raise ValueError(f"{name}: expected {len(challenge_aus)} columns {tuple(challenge_aus)} or "
+                             f"{len(aus)} columns {tuple(aus)}; got shape {y_true.shape}")
+        columns = [list(aus).index(a) for a in challenge_aus]
+        y_true, y_pred = y_true[:, columns], y_pred[:, columns]
+        mask = None if mask is None else np.broadcast_to(np.asarray(mask), (len(y_true), len(aus)))[:, columns]
+    annotated = _annotated_aus(mask, y_true.shape)
+    return y_true, y_pred, mask, [a for a, used in zip(challenge_aus, annotated) if used]
+
+
+def abaw2020_au_score(y_true, y_pred, mask=None, aus=AUS):
+    """ABAW 2020 AU score over its 8 AUs (1, 2, 4, 6, 12, 15, 20, 25), whatever release the records came from:
+    0.5 mean F1 over those AUs + 0.5 accuracy over all their (annotated) decisions.
+
+    Takes the 8 columns, or the `aus` columns (the canonical 17) and selects the 8 itself. Averages over the 8 AUs
+    that are annotated; when some is not (ABAW 2022+ releases do not code AU20), it warns naming them (see
+    `challenge_au_columns` for the list). 0.0 when none is annotated."""
+    t, p, m, used = challenge_au_columns(y_true, y_pred, mask, ABAW2020_AUS, aus, name="abaw2020_au_score")
+    if len(used) < len(ABAW2020_AUS):
+        missing = [f"AU{a}" for a in ABAW2020_AUS if a not in used]
+        warnings.warn(f"abaw2020_au_score: {', '.join(missing)} not annotated in these records; the score "
+                      f"averages over {len(used)} of ABAW 2020's 8 AUs", stacklevel=2)
+    t, p, m = _au_arrays(t, p, m)
     total_accuracy = float((t == p)[m].mean()) if m.any() else 0.0
-    return 0.5 * mean_f1(y_true, y_pred, mask) + 0.5 * total_accuracy
+    return 0.5 * mean_f1(t, p, m) + 0.5 * total_accuracy
 
 
 def abaw2022_au_score(y_true, y_pred, mask=None, aus=AUS):
     """ABAW 2022+ AU score: mean F1 over its 12 AUs. Arrays with 12 columns are taken as those AUs; arrays whose
     columns are `aus` (the canonical 17 by default) are reduced to them."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape[1] != len(ABAW2022_AUS):
-        missing = [a for a in ABAW2022_AUS if a not in aus]
-        if missing or y_true.shape[1] != len(aus):
-            raise ValueError(f"abaw2022_au_score: expected 12 columns {ABAW2022_AUS} or {len(aus)} columns "
-                             f"{tuple(aus)}; got {y_true.shape[1]}")
-        columns = [list(aus).index(a) for a in ABAW2022_AUS]
-        y_true, y_pred = y_true[:, columns], y_pred[:, columns]
-        mask = None if mask is None else np.broadcast_to(np.asarray(mask), (len(y_true), len(aus)))[:, columns]
-    return mean_f1(y_true, y_pred, mask)
+    t, p, m, _ = challenge_au_columns(y_true, y_pred, mask, ABAW2022_AUS, aus, name="abaw2022_au_score")
+    return mean_f1(t, p, m)
 
 
 # ---------------------------------------------------------------- expressions
@@ -218,9 +254,34 @@ def abaw2020_expr_score(y_true, y_pred, num_classes=7):
     return 0.67 * macro_f1(y_true, y_pred, num_classes) + 0.33 * accuracy(y_true, y_pred)
 
 
-def abaw2022_expr_score(y_true, y_pred, num_classes=8):
-    """ABAW 2022+ EXPR score: macro F1 over its 8 classes (7 basic + Other)."""
-    return macro_f1(y_true, y_pred, num_classes)
+ABAW_OTHER = ABAW2022_EXPRESSIONS.index("Other")
+
+
+def f1_per_class(y_true, y_pred, num_classes):
+    """[C] one-vs-rest F1 of every class (0 for a class absent from both truth and prediction)."""
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(matrix)
+    return _f1_from_counts(tp, matrix.sum(axis=0) - tp, matrix.sum(axis=1) - tp, 0.0)
+
+
+def abaw2022_expr_score(y_true, y_pred):
+    """ABAW 2022+ EXPR score: the per-class F1 summed over its 8 classes (7 basic + Other = 7) and divided by 8,
+    as the organisers define it: a class absent from both truth and prediction adds 0.
+
+    `y_true` in 0..7 (-1 = no label, left out). `y_pred`: labels 0..7 or scores [N, 7 or 8] (argmax). Scores of a
+    7-output model never predict Other, so every frame labelled Other counts as a miss: see
+    `abaw2022_expr_predictions` for a rule that predicts it."""
+    return float(f1_per_class(y_true, y_pred, len(ABAW2022_EXPRESSIONS)).mean())
+
+
+def abaw2022_expr_predictions(probabilities, other_threshold: float | None = None) -> np.ndarray:
+    """ABAW 2022+ class predictions 0..7 from 7 expression probabilities [N, 7]: the argmax, or Other (7) where
+    `other_threshold` is given and the largest probability is below it."""
+    probabilities = np.asarray(probabilities)
+    predictions = probabilities.argmax(axis=-1)
+    if other_threshold is not None:
+        predictions = np.where(probabilities.max(axis=-1) < other_threshold, ABAW_OTHER, predictions)
+    return predictions
 
 
 # ---------------------------------------------------------------- streaming Keras metrics (training logs)

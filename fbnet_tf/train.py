@@ -2,6 +2,7 @@
 directory.
 
     python -m fbnet_tf.train                                   # the demo: build demo data, train runs/demo
+    python -m fbnet_tf.train --experiment demo --run-dir X     # the same demo into X (+ any --set overrides)
     python -m fbnet_tf.train --experiment soft_coannotation_distr_matching_du2014 \\
         --set data.record_dirs=[records/affectnet,records/disfa] --run-dir runs/fbnet
     python -m fbnet_tf.train --config my.yaml --set trainer.epochs=5 --set model.preset=small --run-dir runs/x
@@ -235,10 +236,6 @@ def _check_inputs(cfg: config_lib.ExperimentConfig, own_pipeline: bool) -> None:
     if not cfg.data.all_record_dirs():
         raise config_lib.ConfigError("data.record_dirs is empty: give the TFRecord folders, e.g. "
                                      "--set data.record_dirs=[records/affectnet,records/disfa]")
-    missing = [d for d in cfg.data.all_record_dirs() if not Path(d).is_dir()]
-    if missing:
-        key = "data.record_dirs" if not cfg.data.stage_record_dirs else "data.record_dirs / data.stage_record_dirs"
-        raise config_lib.ConfigError(f"{key}: no such folder {', '.join(missing)}")
 
 
 def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None:
@@ -300,6 +297,8 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     cfg = cfg.validate()
     _check_inputs(cfg, own_pipeline=train_data is None)
+    if cfg.data.all_record_dirs():  # stored absolute: the run evaluates and exports from any folder
+        cfg = config_lib.resolve_record_dirs(cfg)
     configure_runtime(cfg.runtime)
     strategy = make_strategy(cfg.runtime.strategy)
     root = worker_run_dir(strategy, run_dir)
@@ -421,18 +420,22 @@ def prepare_demo_world(cfg: config_lib.ExperimentConfig) -> None:
                            f"world's, and its builder registered in tfrecords_builder?)")
 
 
-def demo_config(record_dirs: Sequence[str]) -> config_lib.ExperimentConfig:
-    cfg = config_lib.experiment("demo")
+def demo_config(record_dirs: Sequence[str],
+                base: config_lib.ExperimentConfig | None = None) -> config_lib.ExperimentConfig:
+    """The demo experiment (or `base`, e.g. with the user's overrides) training on `record_dirs`."""
+    cfg = base if base is not None else config_lib.experiment("demo")
     return config_lib.from_dict({"data": {"record_dirs": [str(d) for d in record_dirs]}}, cfg).validate()
 
 
-def run_demo(data_root: str = DEMO_DATA, run_dir: str = DEMO_RUN) -> Path:
-    """The embedded default: render the demo databases, build their records, train the small preset, then
-    evaluate and export when those modules are installed."""
+def run_demo(data_root: str = DEMO_DATA, run_dir: str = DEMO_RUN,
+             cfg: config_lib.ExperimentConfig | None = None) -> Path:
+    """The embedded default: render the demo databases, build their records (into `data_root`, once), train the
+    demo experiment (or `cfg`, whose record dirs are then set to the demo's) into `run_dir`, then evaluate and
+    export it when those modules are installed."""
     from fbnet_tf import demo
 
     record_dirs = demo.prepare(data_root)
-    train(demo_config(sorted(record_dirs.values())), run_dir)
+    train(demo_config(sorted(record_dirs.values()), cfg), run_dir)
     failed = []
     for name in ("evaluate", "export"):
         try:
@@ -480,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import yaml
 
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
+            return 0
+        if cfg.name == "demo" and not cfg.data.record_dirs:  # the demo into any folder, with its own data
+            cli.quiet_tensorflow()
+            run_demo(run_dir=args.run_dir or DEMO_RUN, cfg=cfg)
             return 0
         if not args.run_dir:
             raise config_lib.ConfigError("--run-dir is required (the folder for config, checkpoints, logs and "

@@ -1,5 +1,6 @@
 """The three-stream pipeline on small record directories written here in the builders' layout."""
 import json
+import math
 import os
 
 import keras
@@ -161,6 +162,64 @@ def test_epoch_covers_every_stream_with_masks(three_streams):
     assert sorted(seen["va"]) == list(range(0, 70))
     assert sorted(seen["au"]) == list(range(70, 90))
     assert sorted(seen["expr"]) == list(range(0, 30)) + list(range(90, 100))
+
+
+@pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "nondeterministic"])
+@pytest.mark.parametrize("batch_size", [12, 10])
+def test_every_epoch_from_one_iterator_visits_every_image(three_streams, batch_size, deterministic):
+    # 70/20/40 images over 12 = 6 + 2 + 4 rows -> 12 steps (72, 24, 48 rows an epoch); over 10 = 5 + 2 + 3 -> 14
+    # steps (70, 28, 42): the streams' passes do not end on epoch boundaries, as Keras's one iterator would see.
+    dirs, by_id = three_streams
+    tf.random.set_seed(0)  # as training does (keras.utils.set_random_seed(0)): the pipeline builds under it
+    try:
+        ds, steps = data.training_dataset(dirs, batch_size=batch_size, image_size=IMAGE_SIZE, augment=False,
+                                          deterministic=deterministic, sample_ids=True)
+    finally:
+        tf.random.set_seed(None)
+    sizes = {"va": 70, "au": 20, "expr": 40}
+    shares = data.stream_batch_sizes(sizes, batch_size)
+    assert steps == max(math.ceil(sizes[s] / shares[s]) for s in sizes)  # about one pass over the largest stream
+    expected = {"va": set(range(0, 70)), "au": set(range(70, 90)), "expr": set(range(0, 30)) | set(range(90, 100))}
+    iterator = iter(ds)
+    for epoch in range(3):
+        seen = {stream: [] for stream in data.STREAMS}
+        for _ in range(steps):
+            _, targets = next(iterator)
+            ids = [int(i.decode().split("/")[1]) for i in targets["sample_id"].numpy()]
+            start = 0
+            for stream in data.STREAMS:
+                seen[stream] += ids[start:start + shares[stream]]
+                start += shares[stream]
+        for stream in data.STREAMS:
+            assert set(seen[stream]) == expected[stream], (epoch, stream)
+            assert len(seen[stream]) == steps * shares[stream]
+            assert max(seen[stream].count(k) for k in expected[stream]) <= 2  # one pass, topped up from another
+
+
+def test_segments_cover_every_record_once_in_about_equal_parts():
+    counts = {"a": 10000, "b": 10, "c": 3333}
+    cut = data.segments(counts, pieces=8)
+    for path, n in counts.items():
+        parts = sorted((start, length) for f, start, length in cut if f == path)
+        assert parts[0][0] == 0 and sum(length for _, length in parts) == n
+        assert all(a + la == b for (a, la), (b, _) in zip(parts, parts[1:]))  # contiguous, no overlap
+    assert max(length for _, _, length in cut) <= math.ceil(13343 / 8) and len(cut) <= 8 + len(counts)
+    assert len(data.segments(counts, pieces=1000)) == sum(math.ceil(n / data.MIN_SEGMENT) for n in counts.values())
+    assert len(data.segments({"a": 10}, at_least=4)) >= 4  # one per input pipeline
+
+
+def test_shard_record_counts_from_manifest_or_counted(three_streams, tmp_path):
+    dirs, _ = three_streams
+    counted = data.shard_record_counts(dirs[0], "train")  # the test manifest lists no shards: counted
+    assert list(counted) == data.record_files(dirs[0], "train") and list(counted.values()) == [10, 10, 10]
+    manifest = json.load(open(os.path.join(dirs[0], "manifest.json")))
+    manifest["splits"]["train"]["shards"] = [{"file": os.path.basename(f), "count": 99} for f in counted]
+    copy = tmp_path / "affectnet"
+    copy.mkdir()
+    for f in counted:
+        (copy / os.path.basename(f)).write_bytes(open(f, "rb").read())
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert list(data.shard_record_counts(str(copy), "train").values()) == [99, 99, 99]  # the builders' counts
 
 
 def test_deterministic_mode_repeats_batches(three_streams):

@@ -39,8 +39,10 @@ def predict_colours(model, colours):
     return {k: np.asarray(v) for k, v in model.predict(images, verbose=0).items()}
 
 
-def make_database(root, source, split, n, rng, *, va=False, expr_every=0, aus=(), au_every=1, clips=0):
-    """n constant-colour records with random labels; returns the samples and their colours."""
+def make_database(root, source, split, n, rng, *, va=False, expr_every=0, aus=(), au_every=1, clips=0,
+                  other_every=0):
+    """n constant-colour records with random labels; returns the samples and their colours. With `other_every`,
+    every other_every-th frame without an expression is labelled ABAW's "Other" (native index 7)."""
     samples, colours = [], []
     clip_labels = rng.integers(0, 7, max(clips, 1))
     for k in range(n):
@@ -57,10 +59,13 @@ def make_database(root, source, split, n, rng, *, va=False, expr_every=0, aus=()
             # EmotioNet-style partial annotation: each AU sometimes unknown.
             au_mask = au_mask_for(aus) * (rng.random(len(AUS)) > (0.2 if source == "emotionet" else 0.0))
             au = (rng.random(len(AUS)) > 0.6) * au_mask
+        native = {"expr_native": expr, "expr_native_name": EXPRESSIONS[expr]} if expr >= 0 else {}
+        if expr < 0 and other_every and k % other_every == 1:
+            native = {"expr_native": 7, "expr_native_name": "Other"}
         samples.append(Sample(image=constant_png(*colour), height=SIDE, width=SIDE, source=source, split=split,
                               sample_id=f"{source}/{k:04d}", expr=expr,
                               va=tuple(rng.uniform(-1, 1, 2)) if va else None, au=au, au_mask=au_mask,
-                              extra=extra))
+                              extra=extra, **native))
     write_record_dir(root, source, samples, split=split)
     return samples, np.array(colours)
 
@@ -91,7 +96,7 @@ def world(tmp_path_factory):
                                    aus=(1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26)),
         "disfa": make_database(root, "disfa", "test", 30, rng, aus=(1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)),
         "affwild2": make_database(root, "affwild2", "validation", 40, rng, va=True, expr_every=2,
-                                  aus=(1, 2, 4, 6, 12, 15, 20, 25), au_every=2),
+                                  aus=(1, 2, 4, 6, 12, 15, 20, 25), au_every=2, other_every=4),
     }
     # a train split beside RAF-DB's test split: the default must pick test
     make_database(root, "rafdb", "train", 5, rng, expr_every=1)
@@ -106,6 +111,7 @@ def expected_arrays(model, database):
     predictions = predict_colours(model, colours)
     n = len(AUS)
     truth = {"expr": np.array([s.expr for s in samples]),
+             "abaw2022": np.array([7 if s.expr_native_name == "Other" else s.expr for s in samples]),
              "va": np.array([s.va if s.va is not None else (0, 0) for s in samples]),
              "va_mask": np.array([s.va is not None for s in samples]),
              "au": np.array([s.au if s.au is not None else np.zeros(n) for s in samples]),
@@ -148,6 +154,37 @@ def test_va_and_expression_metrics_match_sklearn(world):
     t, p = truth["expr"][rows], pred["expression"][rows].argmax(axis=1)
     assert results["affwild2"]["abaw2020_expr"] == pytest.approx(
         0.67 * f1_score(t, p, average="macro") + 0.33 * accuracy_score(t, p), abs=1e-9)
+
+
+def test_affwild2_official_8_class_score_counts_other_frames(world):
+    dbs, model, report, _ = world
+    scores = report["databases"]["affwild2"]
+    truth, pred = expected_arrays(model, dbs["affwild2"])
+    rows = truth["abaw2022"] >= 0
+    assert (truth["abaw2022"] == 7).sum() == 10 and scores["abaw2022_other_count"] == 10
+    t, p = truth["abaw2022"][rows], pred["expression"][rows].argmax(axis=1)
+    assert scores["abaw2022_expr_count"] == rows.sum() == 30
+    assert scores["abaw2022_expr"] == pytest.approx(
+        f1_score(t, p, labels=list(range(8)), average="macro", zero_division=0.0), abs=1e-9)
+    assert "never predicts Other" in scores["abaw2022_expr_rule"] and "abaw2022_expr_note" not in scores
+    basic = truth["expr"] >= 0
+    assert scores["expr_f1_7class"] == pytest.approx(
+        f1_score(truth["expr"][basic], pred["expression"][basic].argmax(axis=1), average="macro"), abs=1e-9)
+    # A configured rule: Other where the top probability is below a threshold (the median top probability)
+    threshold = float(np.median(pred["expression"][rows].max(axis=1)))
+    collected = {"sample_id": np.array([s.sample_id for s in dbs["affwild2"][0]]), "expr": truth["expr"],
+                 "expr_native_name": np.array([s.expr_native_name for s in dbs["affwild2"][0]]),
+                 "va_mask": np.zeros(40), "au_mask": np.zeros((40, len(AUS))), "pred_expression": pred["expression"]}
+    ruled = ev.database_metrics("affwild2", collected, other_threshold=threshold)
+    p_rule = np.where(pred["expression"][rows].max(axis=1) < threshold, 7, p)
+    assert (p_rule == 7).any()
+    assert ruled["abaw2022_expr"] == pytest.approx(
+        f1_score(t, p_rule, labels=list(range(8)), average="macro", zero_division=0.0), abs=1e-9)
+    assert f"below {threshold:g}" in ruled["abaw2022_expr_rule"]
+    no_other = ev.database_metrics("affwild2", {**collected, "expr_native_name": np.array([""] * 40)})
+    assert no_other["abaw2022_other_count"] == 0 and "no frame labelled Other" in no_other["abaw2022_expr_note"]
+    assert scores["abaw2020_au_aus"] == [1, 2, 4, 6, 12, 15, 20, 25]
+    assert "ABAW22 EXPR" in report["table"] and "EXPR F1 7cl" in report["table"]
 
 
 def test_au_metrics_match_sklearn_over_annotated_aus(world):
@@ -228,6 +265,58 @@ def test_command_line_uses_the_runs_record_dirs(world, tmp_path, capsys):
     assert set(saved["databases"]) == {"rafdb", "disfa"}
     assert saved["databases"]["rafdb"]["mean_diagonal"] == pytest.approx(report["databases"]["rafdb"]["mean_diagonal"])
     assert "RAF-DB" in capsys.readouterr().out
+
+
+def test_evaluation_from_another_folder_gives_the_same_table(world, tmp_path, monkeypatch):
+    from fbnet_tf import runs
+
+    dbs, model, report, _ = world
+    record_root = os.path.dirname(next(iter(report["splits"])))
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    model.save(run / "model.keras")
+    monkeypatch.chdir(os.path.dirname(record_root))
+    spelled = [os.path.join(os.path.basename(record_root), name) for name in ("rafdb", "affwild2")]
+    cfg = config_lib.ExperimentConfig()
+    cfg.data.record_dirs = list(spelled)
+    cfg = config_lib.resolve_record_dirs(cfg)  # what fbnet_tf.train stores in the run's config.yaml
+    config_lib.save(cfg, run / "config.yaml")
+    stored = runs.load_config(run)
+    assert stored.data.record_dirs == [os.path.join(record_root, "rafdb"), os.path.join(record_root, "affwild2")]
+    assert stored.data.record_dirs_given == spelled
+    assert config_lib.resolve_record_dirs(stored).data.record_dirs_given == spelled  # resolving again keeps them
+
+    assert ev.main(["--run-dir", str(run)]) == 0
+    here = json.load(open(run / "evaluation.json"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert ev.main(["--run-dir", str(run)]) == 0
+    there = json.load(open(run / "evaluation.json"))
+    assert set(there["databases"]) == {"rafdb", "affwild2"}
+    assert there["table"] == here["table"] and there["databases"] == here["databases"]
+    with pytest.raises(config_lib.ConfigError, match=r"'nowhere/rafdb' \(resolved from .*elsewhere"):
+        config_lib.resolve_record_dirs(config_lib.from_dict({"data": {"record_dirs": ["nowhere/rafdb"]}}))
+
+
+def test_evaluation_of_nothing_fails_and_keeps_the_previous_file(world, tmp_path, capsys):
+    dbs, model, report, _ = world
+    record_root = os.path.dirname(next(iter(report["splits"])))
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    assert ev.main(["--run-dir", str(run), "--data", os.path.join(record_root, "rafdb")]) == 0
+    before = (run / "evaluation.json").read_bytes()
+    only_train = write_record_dir(tmp_path / "records", "bp4d", [Sample(
+        image=constant_png(1, 2, 3), height=SIDE, width=SIDE, source="bp4d", split="train", sample_id="bp4d/0")],
+        split="train")
+    capsys.readouterr()
+    assert ev.main(["--run-dir", str(run), "--data", only_train]) == 1
+    assert "nothing to evaluate" in capsys.readouterr().err and (run / "evaluation.json").read_bytes() == before
+    assert ev.main(["--run-dir", str(run), "--data", str(tmp_path / "missing")]) == 1
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert (run / "evaluation.json").read_bytes() == before
+    assert not list(run.glob("*.tmp"))
 
 
 def test_the_real_inference_model_evaluates(world):

@@ -100,18 +100,20 @@ def test_task_losses_match_numpy():
 # ---------------------------------------------------------------- soft co-annotation
 
 def test_soft_coannotation_happiness_worked_case(table):
-    cases = [  # (active AUs, annotated AUs or None, expected happiness score)
-        ([12, 25], None, 2 / 2.51),
-        ([12, 25, 6], None, 1.0),
-        ([12, 6], None, 1.51 / 2.51),
-        ([12, 25], [12, 25, 1, 2], 1.0),  # AU6 not annotated: out of numerator and denominator
-        ([12], [12, 6], 1 / 1.51),
-        ([], [1, 2], 0.0),  # none of happiness's AUs annotated
+    cases = [  # (active AUs, annotated AUs or None, happiness score: default "absent", option "ignore")
+        ([12, 25], None, 2 / 2.51, 2 / 2.51),
+        ([12, 25, 6], None, 1.0, 1.0),
+        ([12, 6], None, 1.51 / 2.51, 1.51 / 2.51),
+        ([12, 25], [12, 25, 1, 2], 2 / 2.51, 1.0),  # AU6 not annotated: absent, or out of both sums
+        ([12], [12, 6], 1 / 2.51, 1 / 1.51),
+        ([], [1, 2], 0.0, 0.0),  # none of happiness's AUs annotated
     ]
-    au, mask = map(np.stack, zip(*[au_vector(a, m) for a, m, _ in cases]))
+    au, mask = map(np.stack, zip(*[au_vector(a, m) for a, m, _, _ in cases]))
     scores = losses.soft_coannotation_scores(au, mask, table).numpy()
     np.testing.assert_allclose(scores[:, E["Happiness"]], [c[2] for c in cases], rtol=1e-6)
-    assert np.all(scores[:, E["Neutral"]] == 0.0)
+    ignored = losses.soft_coannotation_scores(au, mask, table, unannotated="ignore").numpy()
+    np.testing.assert_allclose(ignored[:, E["Happiness"]], [c[3] for c in cases], rtol=1e-6)
+    assert np.all(scores[:, E["Neutral"]] == 0.0) and np.all(ignored[:, E["Neutral"]] == 0.0)
     unweighted = losses.soft_coannotation_scores(au, mask, table, reweight=False).numpy()
     np.testing.assert_allclose(unweighted[:3, E["Happiness"]], [2 / 3, 1.0, 2 / 3], rtol=1e-6)
     # fear = (y1 + y4 + y20 + y25 + .57 y2 + .63 y5 + .33 y26) / (4 + .57 + .63 + .33) for the first case
@@ -120,6 +122,38 @@ def test_soft_coannotation_happiness_worked_case(table):
         soft = losses.soft_coannotation_targets(au, mask, table, temperature=temperature).numpy()
         expected = np.exp(log_softmax(scores / temperature))
         np.testing.assert_allclose(soft, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="unannotated='skip'"):
+        losses.soft_coannotation_scores(au, mask, table, unannotated="skip")
+
+
+DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
+
+
+def test_soft_coannotation_disfa_frame_with_au4_and_au17(table):
+    # The example: DISFA never codes AU7, AU23, AU24 (anger) nor AU11 (sadness, and not among the 17).
+    # Anger = (AU4 1 + AU17 0.52) / (4 + 7 + 24 + 0.26 AU10 + 0.52 AU17 + 0.29 AU23 -> 4.07) = 0.373;
+    # Sadness = (AU4 1 + AU17 0.67) / (4 + 15 + 0.60 AU1 + 0.50 AU6 + 0.67 AU17 -> 3.77) = 0.443.
+    au, mask = au_vector([4, 17], DISFA_AUS)
+    scores = losses.soft_coannotation_scores(au[None], mask[None], table).numpy()[0]
+    np.testing.assert_allclose(scores[E["Anger"]], 1.52 / 4.07, rtol=1e-6)
+    np.testing.assert_allclose(scores[E["Sadness"]], 1.67 / 3.77, rtol=1e-6)
+    assert round(float(scores[E["Anger"]]), 3) == 0.373 and round(float(scores[E["Sadness"]]), 3) == 0.443
+    # The "ignore" reading judges anger on AU4 + AU17 alone: a full anger pattern, 1.0.
+    ignored = losses.soft_coannotation_scores(au[None], mask[None], table, unannotated="ignore").numpy()[0]
+    np.testing.assert_allclose(ignored[E["Anger"]], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ignored[E["Sadness"]], 1.67 / (2 + 0.60 + 0.50 + 0.67), rtol=1e-6)
+    # MultiTaskLoss takes the reading from its (config) argument; the default is the literal one.
+    targets = {"expr": np.array([-1]), "au": au[None], "au_mask": mask[None], "va": np.zeros((1, 2), np.float32),
+               "va_mask": np.zeros(1, np.float32)}
+    outputs = {"expression_logits": np.zeros((1, N_EXPR), np.float32), "au_logits": np.zeros((1, N_AU), np.float32),
+               "valence_arousal": np.zeros((1, 2), np.float32)}
+    for reading, expected_scores in (("absent", scores), ("ignore", ignored)):
+        kwargs = {} if reading == "absent" else {"soft_coannotation_unannotated": reading}
+        loss = losses.MultiTaskLoss(coupling="soft_coannotation", **kwargs)
+        assert loss.get_config()["soft_coannotation_unannotated"] == reading
+        soft = np.exp(log_softmax(expected_scores))
+        np.testing.assert_allclose(loss(targets, outputs)["soft_coannotation"], -(soft * np.log(1 / 7)).sum(),
+                                   rtol=1e-5)
 
 
 def test_soft_coannotation_loss_is_soft_cross_entropy(table):

@@ -6,7 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from fbnet_tf import metrics
-from fbnet_tf.labels import AUS
+from fbnet_tf.labels import AUS, au_mask_for
 
 
 def direct_ccc(x, y):
@@ -74,10 +74,12 @@ def test_au_metrics_match_sklearn(au_data):
     assert metrics.mean_f1(y_true, probs, mask) == pytest.approx(np.mean(np.array(expected_f1)[annotated]))
     assert metrics.emotionet_au_score(y_true, probs, mask) == pytest.approx(
         0.5 * np.mean(np.array(expected_f1)[annotated]) + 0.5 * np.mean(np.array(expected_acc)[annotated]))
-    decisions = mask > 0
+    # ABAW 2020 scores its own 8 AUs, selected from the 17 columns (all 8 annotated here)
+    eight = [AUS.index(a) for a in (1, 2, 4, 6, 12, 15, 20, 25)]
+    decisions = mask[:, eight] > 0
     assert metrics.abaw2020_au_score(y_true, probs, mask) == pytest.approx(
-        0.5 * np.mean(np.array(expected_f1)[annotated])
-        + 0.5 * skm.accuracy_score(y_true[decisions], y_pred[decisions]))
+        0.5 * np.mean(np.array(expected_f1)[eight])
+        + 0.5 * skm.accuracy_score(y_true[:, eight][decisions], y_pred[:, eight][decisions]))
     # Without a mask, every entry counts: sklearn's per-column binary F1 averaged over the columns.
     assert metrics.mean_f1(y_true, probs) == pytest.approx(
         skm.f1_score(y_true, y_pred, average="macro", zero_division=0.0))
@@ -109,12 +111,60 @@ def test_expression_metrics_match_sklearn(expr_data):
     assert metrics.emotionet_expression_score(y_true, y_pred, 7) == pytest.approx(0.5 * (f1 + uar))
     assert metrics.abaw2020_expr_score(y_true, y_pred) == pytest.approx(
         0.67 * f1 + 0.33 * skm.accuracy_score(y_true, y_pred))
-    assert metrics.abaw2022_expr_score(y_true, y_pred) == pytest.approx(f1)  # class 7 (Other) never occurs
+    # ABAW 2022+: the F1 of all 8 classes / 8; Other (7) occurs nowhere here and adds 0
+    assert metrics.abaw2022_expr_score(y_true, y_pred) == pytest.approx(
+        skm.f1_score(y_true, y_pred, labels=list(range(8)), average="macro", zero_division=0.0))
 
     scores = np.eye(7)[y_pred] + 0.01  # [N, C] scores are argmaxed
     assert metrics.accuracy(y_true, scores) == metrics.accuracy(y_true, y_pred)
     unlabelled = np.concatenate([y_true, [-1, -1]])  # entries without a label are ignored
     assert metrics.macro_f1(unlabelled, np.concatenate([y_pred, [0, 3]]), 7) == pytest.approx(f1)
+
+
+def test_abaw2022_expr_score_counts_other_frames():
+    rng = np.random.default_rng(4)
+    y_true = rng.integers(0, 8, 400)  # 7 = Other
+    probabilities = rng.dirichlet(np.ones(7), 400)
+    probabilities[np.arange(400), np.minimum(y_true, 6)] += rng.random(400)  # some skill on the basic classes
+    probabilities /= probabilities.sum(1, keepdims=True)
+    argmax = probabilities.argmax(1)
+    official = metrics.abaw2022_expr_score(y_true, probabilities)
+    assert official == pytest.approx(skm.f1_score(y_true, argmax, labels=list(range(8)), average="macro",
+                                                  zero_division=0.0))
+    # A 7-output model never predicts Other: every Other frame is a miss and its F1 is 0
+    assert metrics.f1_per_class(y_true, probabilities, 8)[7] == 0.0
+    basic = y_true < 7
+    seven = metrics.macro_f1(y_true[basic], argmax[basic], 7)
+    assert official < seven  # the 7-class score over the non-Other frames is not the official one
+    # A rule that predicts Other below a probability threshold
+    predictions = metrics.abaw2022_expr_predictions(probabilities, other_threshold=0.3)
+    np.testing.assert_array_equal(predictions, np.where(probabilities.max(1) < 0.3, 7, argmax))
+    assert 0 < (predictions == 7).sum() < 400
+    assert metrics.abaw2022_expr_score(y_true, predictions) == pytest.approx(
+        skm.f1_score(y_true, predictions, labels=list(range(8)), average="macro", zero_division=0.0))
+    assert metrics.abaw2022_expr_score(np.concatenate([y_true, [-1]]), np.concatenate([predictions, [3]])) == \
+        pytest.approx(metrics.abaw2022_expr_score(y_true, predictions))  # unlabelled frames left out
+
+
+def test_abaw2020_au_score_over_its_8_aus_from_a_2022_release(au_data):
+    y_true, probs, _ = au_data
+    y_pred = (probs >= 0.5).astype(int)
+    # An ABAW 2022+ release annotates 12 AUs, not AU20: the 2020 score averages over the 7 of its 8 it has
+    mask = np.tile(au_mask_for((1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)), (len(y_true), 1))
+    seven = [AUS.index(a) for a in (1, 2, 4, 6, 12, 15, 25)]
+    expected = 0.5 * skm.f1_score(y_true[:, seven], y_pred[:, seven], average="macro", zero_division=0.0) \
+        + 0.5 * skm.accuracy_score(y_true[:, seven].ravel(), y_pred[:, seven].ravel())
+    with pytest.warns(UserWarning, match=r"AU20 not annotated.*7 of ABAW 2020's 8 AUs"):
+        assert metrics.abaw2020_au_score(y_true, probs, mask) == pytest.approx(expected)
+    # Given its 8 columns directly, all annotated: no warning
+    eight = [AUS.index(a) for a in (1, 2, 4, 6, 12, 15, 20, 25)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.abaw2020_au_score(y_true[:, eight], probs[:, eight]) == pytest.approx(
+            0.5 * skm.f1_score(y_true[:, eight], y_pred[:, eight], average="macro", zero_division=0.0)
+            + 0.5 * skm.accuracy_score(y_true[:, eight].ravel(), y_pred[:, eight].ravel()))
+    with pytest.raises(ValueError, match="8 columns"):
+        metrics.abaw2020_au_score(y_true[:, :5], probs[:, :5])
 
 
 def test_expression_metrics_with_missing_classes():

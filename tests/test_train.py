@@ -100,7 +100,7 @@ def test_cli_resolves_experiment_file_and_overrides(tmp_path, capsys):
     ("runtime.strategy=tpu", "expected one of 'auto', 'default', 'mirrored', 'multi_worker'"),
     ("trainer.verbose=true", "trainer.verbose=True (--set trainer.verbose=true): expected one of 'auto', 0, 1, 2"),
     ("data.record_dirs=[]", "data.record_dirs is empty"),
-    ("data.record_dirs=[nowhere]", "data.record_dirs: no such folder nowhere"),
+    ("data.record_dirs=[nowhere]", "data.record_dirs: no such folder 'nowhere' (resolved from"),
 ])
 def test_bad_values_exit_2_with_one_line_before_the_run_dir_exists(tmp_path, capsys, assignment, expected):
     from fbnet_tf import train
@@ -126,6 +126,21 @@ def test_values_are_checked_against_the_field_types_in_files_and_in_python(tmp_p
     cfg.data.deterministic = "yes"
     with pytest.raises(config.ConfigError, match="data.deterministic='yes': expected true or false"):
         cfg.validate()
+
+
+def test_demo_experiment_without_records_runs_the_demo_into_the_run_dir(tmp_path, monkeypatch):
+    from fbnet_tf import train
+
+    calls = []  # run_demo itself (render, build, train, evaluate, export) is the no-argument command's path
+    monkeypatch.setattr(train, "run_demo", lambda **kwargs: calls.append(kwargs))
+    assert train.main(["--experiment", "demo", "--set", "trainer.epochs=2", "--run-dir", str(tmp_path / "x")]) == 0
+    assert calls[0]["run_dir"] == str(tmp_path / "x") and calls[0]["cfg"].trainer.epochs == 2
+    # the demo's data then fill record_dirs; the user's overrides stay
+    cfg = train.demo_config(["a", "b"], calls[0]["cfg"])
+    assert cfg.data.record_dirs == ["a", "b"] and cfg.trainer.epochs == 2 and cfg.name == "demo"
+    with pytest.raises(config.ConfigError, match=r"'records/none'.*resolved from"):  # with record dirs: trains them
+        train.train(config.override(config.experiment("demo"), ["data.record_dirs=[records/none]"]), tmp_path / "y")
+    assert len(calls) == 1
 
 
 # ------------------------------------------------------------------------------------------ training (TF)
@@ -180,6 +195,19 @@ def test_fit_lowers_the_loss_and_fills_the_run_dir(tmp_path):
     np.testing.assert_allclose(model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
     checkpoint_model = runs.load_inference_model(run.checkpoints / "last.weights.h5")
     np.testing.assert_allclose(checkpoint_model(images)["expression"].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_run_config_stores_record_dirs_resolved_and_as_given(tmp_path, monkeypatch):
+    from fbnet_tf import runs, train
+
+    (tmp_path / "records" / "disfa").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    data, _ = random_batches()
+    train.train(tiny("trainer.epochs=1", "data.record_dirs=[records/disfa]"), tmp_path / "run", train_data=data,
+                steps_per_epoch=1)
+    stored = runs.load_config(tmp_path / "run").data
+    assert stored.record_dirs == [str(tmp_path / "records" / "disfa")]
+    assert stored.record_dirs_given == ["records/disfa"]
 
 
 def test_nan_stops_the_run_naming_the_term(tmp_path):
