@@ -95,6 +95,8 @@ class DataConfig:
     validation: bool = True  # evaluate on the `validation` split after each epoch when the records have one
     augment: bool = True
     deterministic: bool = False
+    # AU labels kept for this seeded fraction of the AU stream's images (1: all): coupling when AU labels are scarce.
+    au_label_fraction: float = ranged(1.0, low=0, high=1, low_open=True)
     seed: int = ranged(0, low=0)
 
     def all_record_dirs(self) -> list[str]:

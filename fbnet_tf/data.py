@@ -47,6 +47,7 @@ _LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
 # The features that say which streams a record belongs to: parsed alone to select and count records.
 _LABEL_SPEC = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
 _TRAINING_SPEC = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *_LABEL_KEYS)}
+_SELECT_SPEC = {**_LABEL_SPEC, "sample_id": feature_spec()["sample_id"]}
 
 
 # ---------------------------------------------------------------- record directories, manifests, stream sizes
@@ -315,6 +316,26 @@ def _has_label(stream: str, features) -> tf.Tensor:
     return features["expr"] >= 0
 
 
+def keeps_au_labels(sample_id, fraction: float, seed: int = 0) -> tf.Tensor:
+    """True for a seeded, stable `fraction` of sample ids (hash based: the same images whatever the order): the
+    images whose AU labels `au_label_fraction` keeps."""
+    bucket = tf.strings.to_hash_bucket_fast(tf.strings.join([str(seed), ":", sample_id]), 1_000_000)
+    return bucket < int(round(fraction * 1_000_000))
+
+
+def _selector(stream: str, au_label_fraction: float = 1.0, seed: int = 0):
+    """predicate(label features incl. sample_id) -> the record is in `stream`; with `au_label_fraction` < 1 the AU
+    stream keeps that seeded fraction of its images (the rest lose their AU labels for this run)."""
+    if stream == "au" and au_label_fraction < 1.0:
+        return lambda f: _has_label("au", f) & keeps_au_labels(f["sample_id"], au_label_fraction, seed)
+    return lambda f: _has_label(stream, f)
+
+
+def _count_selected(files: Sequence[str], predicate) -> int:
+    ds = tf.data.TFRecordDataset(list(files)).map(lambda s: tf.io.parse_single_example(s, _SELECT_SPEC))
+    return int(ds.reduce(np.int64(0), lambda n, f: n + tf.cast(predicate(f), tf.int64)).numpy())
+
+
 def _has_any_label(features) -> tf.Tensor:
     return tf.reduce_any([_has_label(s, features) for s in STREAMS])
 
@@ -409,7 +430,8 @@ def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, rem
         tf.repeat(tf.range(readers, dtype=tf.int64), tf.stack(totals)), seed_pair)
     ds = tf.data.Dataset.choose_from_datasets(sources, tf.data.Dataset.from_tensor_slices(choice))
     if select is not None:  # on the label features alone; the full parse happens once, with the decode
-        ds = ds.filter(lambda serialized: _has_label(select, tf.io.parse_single_example(serialized, _LABEL_SPEC)))
+        predicate = _selector(select) if isinstance(select, str) else select
+        ds = ds.filter(lambda serialized: predicate(tf.io.parse_single_example(serialized, _SELECT_SPEC)))
     # A fixed op seed (a tensor one fails under a global seed, as `keras.utils.set_random_seed` sets): the merge
     # above already orders every pass differently.
     return ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
@@ -421,14 +443,15 @@ def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, sele
     pass over the stream first (so every record is in every epoch when the pass is no longer than `per_epoch`),
     then the start of another pass (repeated for a stream much smaller than its share of the epoch).
 
-    `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels."""
+    `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels (a stream name,
+    or a predicate on the label features, see `_selector`)."""
     options = dict(select=select, remote=remote)
     first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), 2 * stream_seed, **options)
     top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), 2 * stream_seed + 1, **options).repeat()
     return first.concatenate(top_up).take(per_epoch)
 
 
-def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, image_size: int, augment: bool,
+def _stream_batches(stream, table, *, per_epoch: int, select, batch: int, image_size: int, augment: bool,
                     stream_seed: int, remote: bool, sample_ids: bool):
     """One stream's endless batches, epoch after epoch (`per_epoch` // `batch` of them each): its records decoded
     and cropped (at random when augmenting; uint8), with only this stream's labels.
@@ -437,7 +460,7 @@ def _stream_batches(stream, table, *, per_epoch: int, select: bool, batch: int, 
     order is built per epoch (`stream_epoch_records`), and the decoding runs on across epoch boundaries."""
     records = tf.data.Dataset.counter().flat_map(
         lambda epoch: stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
-                                           select=stream if select else None, remote=remote))
+                                           select=select, remote=remote))
     centre = _centre_corner(image_size)
     keys = _STREAM_LABELS[stream] + (("sample_id",) if sample_ids else ())
     spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *keys)}
@@ -481,7 +504,7 @@ def _assemble(augment: bool, seed: int):
 def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: str = "train",
                      tasks: Sequence[str] = ("va", "au", "expr"), augment: bool = True, deterministic: bool = False,
                      seed: int = 0, input_context: tf.distribute.InputContext | None = None,
-                     sample_ids: bool = False):
+                     sample_ids: bool = False, au_label_fraction: float = 1.0):
     """The three-stream training dataset and the number of steps that makes one epoch.
 
     Returns `(dataset, steps_per_epoch)`. The dataset is infinite and yields
@@ -494,7 +517,8 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
     dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
     share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
-    (single-task baselines). The same seed gives the same batches whatever `deterministic` is (augmentation uses
+    (single-task baselines). `au_label_fraction` < 1 keeps AU labels for that seeded fraction of the AU stream's
+    images only (`keeps_au_labels`): the setting where AU labels are scarce. The same seed gives the same batches whatever `deterministic` is (augmentation uses
     stateless per-image seeds; the record order is seeded and the parallel maps keep it, which is also what keeps
     an epoch's images in it); `deterministic` sets tf.data's option of that name for the rest.
     """
@@ -502,8 +526,14 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     unknown = set(tasks) - set(STREAMS)
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)}; expected a subset of {STREAMS}")
+    if not 0.0 < au_label_fraction <= 1.0:
+        raise ValueError(f"au_label_fraction={au_label_fraction}: expected a number in (0, 1]")
     per_dir = {d: _dir_stream_counts(d, split) for d in dirs}
     sizes = {s: sum(c[s] for c in per_dir.values()) for s in STREAMS if s in tasks}
+    scarce = "au" in sizes and au_label_fraction < 1.0
+    if scarce:
+        sizes["au"] = _count_selected([f for d in dirs if per_dir[d]["au"] for f in record_files(d, split)],
+                                      _selector("au", au_label_fraction, seed))
     replicas = 1 if input_context is None else input_context.num_replicas_in_sync
     pipelines = 1 if input_context is None else input_context.num_input_pipelines
     replica_batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
@@ -522,9 +552,11 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
             if not cut:
                 raise ValueError(f"the {stream} stream has {sum(counts.values())} records: fewer than the "
                                  f"{pipelines} input pipelines")
+        filtered = any(per_dir[d][stream] != per_dir[d]["records"] for d in carriers) or \
+            (stream == "au" and scarce)
         plans.append(dict(stream=stream, table=segment_table(cut), per_epoch=batches_per_epoch * shares[stream],
-                          batch=shares[stream], select=any(per_dir[d][stream] != per_dir[d]["records"]
-                                                           for d in carriers),
+                          batch=shares[stream],
+                          select=_selector(stream, au_label_fraction, seed) if filtered else None,
                           remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),
                           stream_seed=seed * len(STREAMS) + STREAMS.index(stream)))
 

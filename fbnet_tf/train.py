@@ -204,7 +204,7 @@ def datasets(cfg: config_lib.ExperimentConfig, strategy):
                          "--set data.record_dirs=[records/affectnet,records/disfa]")
     kwargs = dict(batch_size=cfg.data.batch_size, image_size=cfg.model.image_size, split="train",
                   tasks=tuple(cfg.model.tasks), augment=cfg.data.augment, deterministic=cfg.data.deterministic,
-                  seed=cfg.data.seed)
+                  seed=cfg.data.seed, au_label_fraction=cfg.data.au_label_fraction)
     if strategy.num_replicas_in_sync > 1:
         # Each worker reads its own shard in per-replica batches (the pipeline splits the global batch).
         steps = {}

@@ -413,3 +413,23 @@ def test_centre_crop_frames_crops_as_evaluation_does():
     top = (data._stored_side(32) - 32) // 2
     exact = rng.integers(0, 256, (1, data._stored_side(32), data._stored_side(32), 3), dtype=np.uint8)
     np.testing.assert_array_equal(data.centre_crop(exact, 32).numpy()[0], exact[0, top:top + 32, top:top + 32])
+
+
+def test_au_label_fraction_keeps_a_seeded_share_of_the_au_stream(three_streams):
+    """`au_label_fraction`: the AU stream holds exactly the AU images whose seeded hash is kept (computed here from
+    the hash's definition), and one epoch visits each of them."""
+
+    dirs, by_id = three_streams
+    au_ids = [k for k in range(70, 90)]
+    buckets = tf.strings.to_hash_bucket_fast([f"3:{by_id[k].sample_id}" for k in au_ids], 1_000_000).numpy()
+    kept = sorted(k for k, b in zip(au_ids, buckets) if b < 500_000)
+    assert 0 < len(kept) < len(au_ids)
+    ds, steps = data.training_dataset(dirs, batch_size=13, image_size=IMAGE_SIZE, augment=False, seed=3,
+                                      tasks=("au",), au_label_fraction=0.5)
+    assert steps == -(-len(kept) // 13)
+    seen = []
+    for images, t in take(ds, steps):
+        seen += image_ids(images).tolist()
+    assert set(seen) == set(kept) and set(seen[:len(kept)]) == set(kept)
+    with pytest.raises(ValueError, match="au_label_fraction"):
+        data.training_dataset(dirs, batch_size=13, image_size=IMAGE_SIZE, au_label_fraction=0.0)
