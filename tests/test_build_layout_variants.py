@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 from skimage import data
 
-from fbnet_tf.face import TEMPLATE_112
 from fbnet_tf.labels import AU_NAMES, EXPRESSIONS
 from fbnet_tf.records import decode_example
 from tfrecords_builder import LayoutError, build
+
+from test_build_affectnet import assert_aligned, unaligned_face
 
 # Native tables, spelled out independently of the builders.
 EXPR_2022 = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
@@ -135,40 +136,12 @@ def test_afew_stock_copy_with_lbptop_companion_folders_passes_strict(tmp_path):
 
 
 # --- AffectNet ---------------------------------------------------------------------------------------------------
-MARKERS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255]], np.uint8)
-
-
-def marker_face(seed):
-    """An image holding the template's 5 points as coloured squares after a seeded similarity transform, and
-    68 iBUG landmarks whose eye centres, nose tip and mouth corners are those transformed points."""
-    rng = np.random.default_rng(seed)
-    canvas = np.full((112, 112, 3), 90, np.uint8)
-    for (x, y), marker in zip(TEMPLATE_112, MARKERS):
-        canvas[int(round(y)) - 4:int(round(y)) + 5, int(round(x)) - 4:int(round(x)) + 5] = marker
-    angle, scale = np.deg2rad(rng.uniform(-20, 20)), rng.uniform(1.2, 1.5)
-    matrix = np.array([[scale * np.cos(angle), -scale * np.sin(angle), rng.uniform(20, 40)],
-                       [scale * np.sin(angle), scale * np.cos(angle), rng.uniform(20, 40)]])
-    image = cv2.warpAffine(canvas, matrix, (220, 230), flags=cv2.INTER_NEAREST, borderValue=(90, 90, 90))
-    points5 = TEMPLATE_112 @ matrix[:, :2].T + matrix[:, 2]
-    landmarks = rng.uniform(0, 200, (68, 2))
-    offsets = np.array([[-3, 0], [3, 0], [0, -1], [0, 1], [-1, -1], [1, 1]], float)  # mean zero
-    landmarks[36:42], landmarks[42:48] = points5[0] + offsets, points5[1] + offsets
-    landmarks[30], landmarks[48], landmarks[54] = points5[2], points5[3], points5[4]
-    return image, landmarks
-
-
-def assert_markers_on_template(crop):
-    for (x, y), marker in zip(TEMPLATE_112, MARKERS):
-        patch = crop[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3].reshape(-1, 3)
-        np.testing.assert_allclose(patch.mean(0), marker, atol=40)
-
-
 def test_affectnet_images_under_manually_annotated(tmp_path):
     root = tmp_path / "AffectNet"
     images = root / "Manually_Annotated" / "Manually_Annotated_Images"
     rows, expected = [], {}
     for index, code in enumerate((1, 6, 3)):
-        image, landmarks = marker_face(index)
+        image, landmarks = unaligned_face(index)
         relative = f"{index + 1}/{index:056x}.jpg"
         (images / relative).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(images / relative), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
@@ -184,7 +157,7 @@ def test_affectnet_images_under_manually_annotated(tmp_path):
     for key, (code, valence) in expected.items():
         assert EXPRESSIONS[examples[key]["expr"]] == AFFECTNET_CODES[code]
         np.testing.assert_allclose(examples[key]["va"], [valence, -0.5], atol=1e-6)
-        assert_markers_on_template(examples[key]["image"])
+        assert_aligned(examples[key]["image"])
 
 
 # --- CelebA ------------------------------------------------------------------------------------------------------

@@ -110,14 +110,9 @@ def inference_model(network: FaceBehaviorNet) -> keras.Model:
 
 def network_of(model: keras.Model) -> FaceBehaviorNet:
     """The `FaceBehaviorNet` inside an inference model, a trainer, or itself."""
-    if isinstance(model, FaceBehaviorNet):
-        return model
-    if isinstance(getattr(model, "network", None), FaceBehaviorNet):
-        return model.network
-    for layer in model.layers:
-        if isinstance(layer, FaceBehaviorNet):
-            return layer
-    raise ValueError(f"model {model.name!r} contains no FaceBehaviorNet")
+    from fbnet_tf.models.registry import network_in
+
+    return network_in(model, FaceBehaviorNet)
 
 
 # --------------------------------------------------------------------------------------------- training side

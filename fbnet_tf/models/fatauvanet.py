@@ -342,14 +342,9 @@ def inference_model(network: FatauvaNet) -> keras.Model:
 
 def network_of(model: keras.Model) -> FatauvaNet:
     """The `FatauvaNet` inside an inference model, a trainer, or itself."""
-    if isinstance(model, FatauvaNet):
-        return model
-    if isinstance(getattr(model, "network", None), FatauvaNet):
-        return model.network
-    for layer in model.layers:
-        if isinstance(layer, FatauvaNet):
-            return layer
-    raise ValueError(f"model {model.name!r} contains no FatauvaNet")
+    from fbnet_tf.models.registry import network_in
+
+    return network_in(model, FatauvaNet)
 
 
 # --------------------------------------------------------------------------------------------- losses

@@ -27,6 +27,19 @@ def family(config_or_name):
     return importlib.import_module(FAMILIES[name])
 
 
+def network_in(model, network_class):
+    """The `network_class` network inside an inference model or a trainer, or `model` itself; ValueError
+    otherwise (what each family's `network_of` is)."""
+    if isinstance(model, network_class):
+        return model
+    if isinstance(getattr(model, "network", None), network_class):
+        return model.network
+    for layer in model.layers:
+        if isinstance(layer, network_class):
+            return layer
+    raise ValueError(f"model {model.name!r} contains no {network_class.__name__}")
+
+
 def family_of(model):
     """(family module, network) of a Keras model of any family (an inference model, trainer or network)."""
     for name in FAMILIES:
