@@ -20,6 +20,9 @@ AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in AUS)
 # The 8 AUs the ABAW 2020 challenge scores and the 12 the ABAW 2022+ challenges score (subsets of AUS).
 ABAW2020_AUS: tuple[int, ...] = (1, 2, 4, 6, 12, 15, 20, 25)
 ABAW2022_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
+# The AUs the FERA challenges score on BP4D (FERA 2015) and BP4D+ (FERA 2017): the F1 the papers' tables report.
+FERA2015_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23)
+FERA2017_AUS: tuple[int, ...] = (1, 4, 6, 7, 10, 12, 14, 15, 17, 23)
 # ABAW 2022+'s 8 expression classes: the 7 basic ones in the canonical order, then "Other" (its native index 7).
 ABAW2022_EXPRESSIONS: tuple[str, ...] = (*EXPRESSIONS, "Other")
 

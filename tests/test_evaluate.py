@@ -360,3 +360,25 @@ def test_a_run_without_a_final_model_is_evaluated_from_a_checkpoint(world, tmp_p
     assert json.loads((run / "evaluation.json").read_text())["databases"]["rafdb"]["count"] > 0
     # TensorFlow's notices (oneDNN, CPU features, rendezvous) stay off the terminal; tqdm's bar and our lines remain.
     assert not [line for line in done.stderr.splitlines() if line.startswith(("I0000", "W0000", "WARNING: All log"))]
+
+
+def test_bp4d_f1_is_over_the_fera2015_aus_with_every_coded_au_beside_it():
+    from sklearn.metrics import f1_score
+
+    from fbnet_tf.labels import AUS, FERA2015_AUS
+
+    rng = np.random.default_rng(0)
+    n = 200
+    coded = [a for a in AUS if a not in (5, 9, 26)]  # records keep every AU the release codes (AU24 included)
+    mask = np.tile(np.isin(AUS, coded).astype(np.float32), (n, 1))
+    truth = (rng.random((n, len(AUS))) > 0.6).astype(np.float32) * mask
+    probabilities = np.clip(truth * 0.6 + rng.random((n, len(AUS))) * 0.5, 0, 1)
+    collected = {"sample_id": np.arange(n).astype(str), "va_mask": np.zeros(n), "expr": -np.ones(n, np.int64),
+                 "au": truth, "au_mask": mask, "pred_action_units": probabilities}
+    scores = ev.database_metrics("bp4d", collected)
+
+    def mean_f1(aus):
+        return np.mean([f1_score(truth[:, AUS.index(a)], probabilities[:, AUS.index(a)] >= 0.5) for a in aus])
+
+    assert scores["au_f1"] == pytest.approx(mean_f1(FERA2015_AUS)) and scores["au_f1_aus"] == "FERA 2015"
+    assert scores["au_f1_all_coded"] == pytest.approx(mean_f1(coded))
