@@ -1,4 +1,4 @@
-"""fbnet: FaceBehaviorNet (expressions, action units, valence/arousal) for TensorFlow/Keras 3."""
+"""fbnet: FaceBehaviorNet and FATAUVA-Net (expressions, action units, valence/arousal) for TensorFlow/Keras 3."""
 from setuptools import find_packages, setup
 
 setup(
