@@ -18,7 +18,7 @@ from skimage import data
 from fbnet_tf import face
 from fbnet_tf.labels import AUS, EXPRESSIONS
 from fbnet_tf.records import decode_example
-from test_build_layout_variants import assert_markers_on_template, marker_face
+from test_build_affectnet import assert_aligned, unaligned_face
 from tfrecords_builder import LayoutError, build
 from tfrecords_builder.__main__ import main
 from tfrecords_builder.writer import BuildError
@@ -34,7 +34,7 @@ def five_points(landmarks68):
 
 
 def write_marker(path, seed):
-    image, landmarks68 = marker_face(seed)
+    image, landmarks68 = unaligned_face(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
     return landmarks68
@@ -85,7 +85,7 @@ def csv_tree(tmp_path):
                      *(aus.get(n, "") for n in (1, 12, 45)), f"s{index % 2}", split,
                      separator.join(f"{v:.3f}" for v in np.ravel(points))])
         good[image] = (expression, va, aus, f"s{index % 2}", "train" if split == "Training" else split)
-    five = ";".join(f"{v:.3f}" for v in np.ravel(five_points(marker_face(0)[1])))
+    five = ";".join(f"{v:.3f}" for v in np.ravel(five_points(unaligned_face(0)[1])))
     bad = [  # (row, line, reason)
         (["", "happy", "", "", "1", "", "", "s", "train", five], 7, "bad_row"),                # no image
         (["images/0.jpg", "smirk", "", "", "1", "", "", "s", "train", five], 8, "label_out_of_range"),
@@ -131,7 +131,7 @@ def test_csv_labels_masks_facs_native_expression_alignment_and_skips(csv_tree, t
         assert mask == set(aus) & set(AUS)
         assert {AUS[k] for k in np.flatnonzero(example["au"])} == {n for n, o in aus.items() if o == 1 and n in AUS}
         assert (example["au_intensity"] == -1).all()
-        assert_markers_on_template(example["image"])
+        assert_aligned(example["image"])
 
     assert {(r["line"], r["reason"]) for r in manifest["skipped"]} == bad
     assert all(r["file"] == "labels.csv" for r in manifest["skipped"])
@@ -207,7 +207,7 @@ def test_jsonl_intensities_declared_codes_seeded_split_and_box_crop(tmp_path):
                 assert example["au_intensity"][k] == v
         assert example["va_mask"] == 0
         if image != "faces/box.png":
-            assert_markers_on_template(example["image"])
+            assert_aligned(example["image"])
     # The 50x60 box in a 60-pixel square: its middle columns are the box's red, its outer columns black.
     box_crop = examples["faces/box.png"]["image"]
     np.testing.assert_allclose(box_crop[:, 12:100].reshape(-1, 3).mean(0), (200, 30, 30), atol=12)
@@ -255,7 +255,7 @@ def test_layout_errors_and_command_line(csv_tree, tmp_path):
         build("custom", table, tmp_path / "o1", progress=False)
     ignored = build("custom", table, tmp_path / "o2", progress=False, ignore_columns="valance, notes")
     assert ignored["total"] == 5
-    five = five_points(marker_face(0)[1]).tolist()
+    five = five_points(unaligned_face(0)[1]).tolist()
     (root / "labels.jsonl").write_text(json.dumps({"image": "images/0.jpg", "expression": "happy",
                                                    "landmarks": five}) + "\n")
     with pytest.raises(LayoutError, match="both labels.csv and labels.jsonl"):
