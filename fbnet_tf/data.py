@@ -382,9 +382,12 @@ def _as_list(record_dirs) -> list[str]:
 REMOTE_PREFIXES = ("gs://", "s3://", "hdfs://", "http://", "https://")
 
 
-def _records(files: Sequence[str]):
-    """The records of `files`, up to 8 shards at a time, in a fixed order (validation)."""
+def _records(files: Sequence[str], *, shuffle_seed: int | None = None):
+    """The records of `files`, up to 8 shards at a time: in a fixed order (validation), or with the shards in a
+    per-epoch shuffled order when `shuffle_seed` is given (a staged family's streams)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     cycle = min(len(files), 8)
     if any(str(f).startswith(REMOTE_PREFIXES) for f in files):
         return ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE,
@@ -703,7 +706,7 @@ def labelled_dataset(record_dirs, *, split: str, batch_size: int, image_size: in
 
     files = _split_files(_as_list(record_dirs), split)
     spec = _label_spec(label_features)
-    ds = _records(files, shuffle_seed=seed if training else None, deterministic=deterministic or not training)
+    ds = _records(files, shuffle_seed=seed if training else None)
     ds = ds.map(lambda s: (s, to_targets(tf.io.parse_single_example(s, spec))),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
     ds = ds.filter(lambda s, targets: keep(targets))
