@@ -4,7 +4,8 @@
                                 [--compound DIR ...] [--only NAME,...] [--dry-run]
 
 Each (experiment, seed) trains into `<out>/<experiment>/seed<k>/` with `fbnet_tf.train.train` and is evaluated there
-(`evaluation.json`; with `--compound`, the zero-shot `compound.json` too). A run whose results exist is not run
+(`evaluation.json`; with `--compound`, the zero-shot `compound.json` too). A single-task baseline gets as many steps
+per epoch as the joint model (one pass over its own stream would be a third of the updates). A run whose results exist is not run
 again, and a killed one resumes, so rerunning the command finishes what is missing. At the end it prints and writes
 (`tables.md`, `ablation.json`, `ablation.png`) Tables 2, 4 and 5 with the mean and the spread (sample standard
 deviation) over seeds. The few-shot rows of Table 5 are not produced here.
@@ -72,6 +73,14 @@ def execute(run: Run, records: Sequence[str], preset: str, overrides: Sequence[s
     from fbnet_tf import compound, evaluate, runs, train
 
     cfg = run_config(run, records, preset, overrides)
+    if run.experiment in BASELINES and cfg.trainer.steps_per_epoch is None:
+        # An epoch of one stream is a third of the joint model's steps: give a baseline the same number of updates
+        # as the runs it is compared with, or it is compared under-trained.
+        from fbnet_tf import data
+
+        joint = data.training_dataset(cfg.data.record_dirs, batch_size=cfg.data.batch_size,
+                                      image_size=cfg.model.image_size)[1]
+        cfg = config_lib.override(cfg, [f"trainer.steps_per_epoch={joint}"])
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
     train.train(cfg, run.run_dir)
