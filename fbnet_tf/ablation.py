@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from fbnet_tf import config as config_lib
+from fbnet_tf import runs
 
 # Table 2: no coupling once, then each coupling under each relatedness table (the paper's row order).
 TABLE2_ROWS = ("no_coupling",
@@ -70,7 +71,7 @@ def execute(run: Run, records: Sequence[str], preset: str, overrides: Sequence[s
     """Train (or resume) one run, then evaluate it into its run directory."""
     import keras
 
-    from fbnet_tf import compound, evaluate, runs, train
+    from fbnet_tf import compound, evaluate, train
 
     cfg = run_config(run, records, preset, overrides)
     if run.experiment in BASELINES and cfg.trainer.steps_per_epoch is None:
@@ -87,17 +88,11 @@ def execute(run: Run, records: Sequence[str], preset: str, overrides: Sequence[s
     model = runs.load_inference_model(run.run_dir)
     if compound_records and run.experiment in ZERO_SHOT_ROWS and "expr" in cfg.model.tasks:
         results = compound.zero_shot(model, compound_records, out_dir=str(run.run_dir), model_name=run.experiment)
-        _write_json(run.run_dir / "compound.json", results)
+        runs.write_json(run.run_dir / "compound.json", results)
     report = evaluate.evaluate(model, cfg.data.record_dirs, out_dir=None, row_name=run.experiment, verbose=False)
     if not report["databases"]:
         raise RuntimeError(f"{run.run_dir}: the evaluation found no test or validation records in {records}")
-    _write_json(run.run_dir / "evaluation.json", report)  # last: its presence marks the run done
-
-
-def _write_json(path: Path, value) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=1))
-    os.replace(temporary, path)
+    runs.write_json(run.run_dir / "evaluation.json", report)  # last: its presence marks the run done
 
 
 # ---------------------------------------------------------------- tables
@@ -251,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     (out / "tables.md.tmp").write_text(text + "\n")
     os.replace(out / "tables.md.tmp", out / "tables.md")
-    _write_json(out / "ablation.json", results)
+    runs.write_json(out / "ablation.json", results)
     print(f"wrote {out / 'tables.md'}, {out / 'ablation.json'} and {plot(results, out / 'ablation.png')}",
           file=sys.stderr)
     return 0

@@ -24,7 +24,6 @@ every entry is data a user can replace with `--relatedness FILE`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -291,15 +290,8 @@ def fine_tune(model_path: str, record_dirs: Sequence[str], run_dir: str, *, clas
                              "train_images": count}}
     results[key] = score(np.concatenate(truth), np.concatenate(predicted), names, run_dir, key, "few-shot")
     results["table"] = scores_table(results, "few-shot")
-    _write_json(os.path.join(run_dir, "compound.json"), results)
+    runs.write_json(os.path.join(run_dir, "compound.json"), results)
     return results
-
-
-def _write_json(path: str, value) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1)
-    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(results["table"])
     path = os.path.join(out_dir, "compound.json")
-    _write_json(path, results)
+    runs.write_json(path, results)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

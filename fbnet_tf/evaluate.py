@@ -31,7 +31,7 @@ if __name__ == "__main__":  # the command line: TensorFlow's import-time notices
 
     quiet_tensorflow()
 
-from fbnet_tf import cli, metrics, plots  # noqa: E402
+from fbnet_tf import cli, metrics, plots, runs  # noqa: E402
 from fbnet_tf.data import evaluation_dataset, record_count, record_files
 from fbnet_tf.labels import (ABAW2020_AUS, AU_NAMES, CELEBA_ATTRIBUTES, EXPRESSIONS, FERA2015_AUS, FERA2017_AUS,
                              VA_NAMES, parse_au_number)
@@ -398,13 +398,6 @@ class NothingEvaluated(ValueError):
     """No database of the given record directories had a split to evaluate; the message lists why."""
 
 
-def _write_json_atomically(path: str, value) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-    os.replace(temporary, path)
-
-
 def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, out_dir: str | None = None, *,
              batch_size: int = 64, row_name: str = "FaceBehaviorNet", verbose: bool = True,
              other_threshold: float | None = None) -> dict:
@@ -459,7 +452,7 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
         os.makedirs(out_dir, exist_ok=True)
         report["figures"] = [p for key in results
                              for p in _draw(key, _heading(key), results[key], merged[key], out_dir)]
-        _write_json_atomically(os.path.join(out_dir, "evaluation.json"), report)
+        runs.write_json(os.path.join(out_dir, "evaluation.json"), report)
     return report
 
 
@@ -467,7 +460,6 @@ def _record_dirs_of_run(run_dir: str) -> list[str]:
     """The run's record directories, every stage's included (absolute in configs written since they are resolved;
     an older config's relative ones are taken from the working folder)."""
     from fbnet_tf import config as config_lib
-    from fbnet_tf import runs
 
     cfg = runs.load_config(run_dir)
     if not cfg.data.all_record_dirs():
@@ -514,7 +506,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--run-dir is required (or --compare)")
 
     from fbnet_tf import config as config_lib
-    from fbnet_tf import runs
 
     cli.quiet_tensorflow()
     try:

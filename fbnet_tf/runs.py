@@ -228,3 +228,11 @@ def _number(text: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if value == value else None
+
+
+def write_json(path, value) -> None:
+    """Write a result file atomically (a temporary file renamed over it): a crash never leaves it half written."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(temporary, path)

@@ -183,7 +183,7 @@ class Semaine(Builder):
                 continue
             yield from skips
             if not intervals:
-                yield Skip(Reason.NO_LABEL, f"no usable AU tier (AU2, AU12, AU17, AU25, AU28, AU45 ...); tiers "
+                yield Skip(Reason.NO_LABEL, "no usable AU tier (AU2, AU12, AU17, AU25, AU28, AU45 ...); tiers "
                                             "that name an AU and have only aligned annotations are read", file=file)
                 continue
             frame_range = yield from self._frame_range(eaf)
