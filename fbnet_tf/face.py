@@ -85,34 +85,97 @@ def box_crop(image_rgb: np.ndarray, box, size: int = 112) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-_detector = None
+class Detector:
+    """What `predict`, the tracker and the builders need from a face detector; `detector(name)` gives one.
+
+    `detect`: every face in a frame, best score first. `refine`: the face around a box it was seen in on an
+    earlier frame (the tracker's step between detections, much cheaper than `detect`), or None when no face is
+    there any more. Both return `Face`s with 5 landmarks in template order and a score in [0, 1].
+    """
+
+    name = ""
+
+    def detect(self, image_rgb: np.ndarray, min_score: float = 0.9) -> list[Face]:
+        raise NotImplementedError
+
+    def refine(self, image_rgb: np.ndarray, box, min_score: float = 0.5) -> Face | None:
+        raise NotImplementedError
 
 
-def _mtcnn():
-    # One detector per process, built on first use: it imports TensorFlow and builds three networks.
-    global _detector
-    if _detector is None:
+class MtcnnDetector(Detector):
+    """MTCNN 1.0's full cascade (weights shipped in its wheel): the reference path."""
+
+    name = "mtcnn"
+
+    def __init__(self):
         from mtcnn import MTCNN
 
-        _detector = MTCNN(device="CPU:0")
-    return _detector
+        self._mtcnn = MTCNN(device="CPU:0")
+
+    def detect(self, image_rgb: np.ndarray, min_score: float = 0.9) -> list[Face]:
+        image = _rgb(image_rgb)
+        faces = []
+        for found in self._mtcnn.detect_faces(image):
+            score = float(found["confidence"])
+            if score < min_score:
+                continue
+            points = found["keypoints"]
+            landmarks = np.array([points[name] for name in ("left_eye", "right_eye", "nose", "mouth_left",
+                                                            "mouth_right")], np.float32)
+            faces.append(Face(box=tuple(float(v) for v in found["box"]), landmarks=landmarks, score=score))
+        return sorted(faces, key=lambda face: -face.score)
+
+    def refine(self, image_rgb: np.ndarray, box, min_score: float = 0.5) -> Face | None:
+        # The full cascade on the box's surroundings (twice its size): the face that overlaps the box most.
+        image = _rgb(image_rgb)
+        x, y, w, h = (float(v) for v in box)
+        x0, y0 = max(0, int(x - w / 2)), max(0, int(y - h / 2))
+        x1, y1 = min(image.shape[1], int(x + 1.5 * w)), min(image.shape[0], int(y + 1.5 * h))
+        if x1 - x0 < 12 or y1 - y0 < 12:
+            return None
+        found = self.detect(image[y0:y1, x0:x1], min_score)
+        if not found:
+            return None
+        shift = np.float32([x0, y0])
+        moved = [Face(box=(f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), landmarks=f.landmarks + shift,
+                      score=f.score) for f in found]
+        return max(moved, key=lambda f: iou(f.box, box))
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    width = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    height = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = width * height
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+DETECTORS = {"mtcnn": MtcnnDetector}
+_detectors: dict[str, Detector] = {}
+
+
+def detector(name: str = "mtcnn") -> Detector:
+    """The process's one detector of that name (`DETECTORS`), built on first use (they import TensorFlow)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}: expected one of {', '.join(DETECTORS)}")
+    if name not in _detectors:
+        _detectors[name] = DETECTORS[name]()
+    return _detectors[name]
 
 
 def detect(image_rgb: np.ndarray, min_score: float = 0.9) -> list[Face]:
-    """Faces in an RGB uint8 image (MTCNN 1.0, weights shipped in its wheel), best score first.
+    """Faces in an RGB uint8 image with the reference detector (MTCNN), best score first.
 
     Landmarks are in template order: left eye (image left), right eye, nose, left and right mouth corner.
     """
+    return detector("mtcnn").detect(image_rgb, min_score)
+
+
+def _rgb(image_rgb) -> np.ndarray:
     image = np.ascontiguousarray(np.asarray(image_rgb, np.uint8))
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"detect expects an RGB image [H, W, 3], got shape {image.shape}")
-    faces = []
-    for found in _mtcnn().detect_faces(image):
-        score = float(found["confidence"])
-        if score < min_score:
-            continue
-        points = found["keypoints"]
-        landmarks = np.array([points[name] for name in ("left_eye", "right_eye", "nose", "mouth_left",
-                                                        "mouth_right")], np.float32)
-        faces.append(Face(box=tuple(float(v) for v in found["box"]), landmarks=landmarks, score=score))
-    return sorted(faces, key=lambda face: -face.score)
+    return image
