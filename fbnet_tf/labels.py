@@ -37,6 +37,13 @@ CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
     "Wearing_Necklace", "Wearing_Necktie", "Young",
 )
+# FATAUVA-Net's Table 2: attribute layer branch -> the CelebA attributes its FC layers recognise.
+FATAUVA_ATTRIBUTE_BRANCHES: dict[str, tuple[str, ...]] = {
+    "face": ("Attractive", "Male", "No_Beard", "Young"),
+    "eyebrows": ("Arched_Eyebrows", "Bushy_Eyebrows"),
+    "eyes": ("Eyeglasses", "Narrow_Eyes"),
+    "mouth": ("Mouth_Slightly_Open", "Smiling"),
+}
 
 # Du, Tao & Martinez 2014 compound categories, in their Table 1 order (the `compound` feature indexes this).
 COMPOUND_EXPRESSIONS: tuple[str, ...] = (

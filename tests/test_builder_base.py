@@ -12,6 +12,8 @@ from fbnet_tf.records import decode_example
 from tfrecords_builder import Builder, Item, Reason, Skip, build, holdout
 from tfrecords_builder.__main__ import main
 from tfrecords_builder.base import read_image, resolve_in_root, video_frames
+from conftest import write_slow_builder
+
 
 
 def test_holdout_is_seeded_stable_and_close_to_its_fraction():
@@ -177,27 +179,6 @@ def test_registry_and_cli(tmp_path, capsys):
         assert f"  {name} " in help_text
 
 
-SLOW_BUILDER = '''
-import time
-import numpy as np
-from tfrecords_builder import Builder, Item
-
-
-class Slow(Builder):
-    NAME = "slow"
-    ITEMS_PER_SHARD = 2
-
-    def list_items(self):
-        for index in range(40):
-            yield Item(split="train", key=f"img{index:03d}", data={"value": index})
-
-    def examples(self, item):
-        time.sleep(0.03)
-        crop = np.full((16, 16, 3), item.data["value"] * 6, np.uint8)
-        yield self.sample(item, crop, expr=item.data["value"] % 7)
-'''
-
-
 @pytest.mark.slow  # a real SIGKILL of a subprocess that imports TensorFlow: ~10-30 s on a shared machine
 def test_a_build_killed_for_real_resumes_to_identical_shards(tmp_path, monkeypatch):
     import importlib
@@ -205,7 +186,7 @@ def test_a_build_killed_for_real_resumes_to_identical_shards(tmp_path, monkeypat
     import signal
     import time
 
-    (tmp_path / "slow_builder.py").write_text(SLOW_BUILDER)
+    write_slow_builder(tmp_path, "slow_builder", items=40, delay=0.03)
     monkeypatch.syspath_prepend(str(tmp_path))
     slow = importlib.import_module("slow_builder").Slow
     out = tmp_path / "killed"

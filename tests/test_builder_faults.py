@@ -19,6 +19,8 @@ from tfrecords_builder.__main__ import main
 from tfrecords_builder.disfa import Disfa
 from tfrecords_builder.writer import BuildError, PartialBuild
 
+from conftest import write_slow_builder
+
 LIST = "basic/EmoLabel/list_patition_label.txt"
 ALIGNED = "basic/Image/aligned"
 
@@ -324,29 +326,8 @@ def test_video_shards_are_byte_identical_with_one_or_two_workers(disfa_tree, tmp
 
 
 # --- 12.2 / 12.6: a killed build leaves no worker; two builds at once --------------------------------------------
-SLOW_BUILDER = '''
-import time
-import numpy as np
-from tfrecords_builder import Builder, Item
-
-
-class Slow(Builder):
-    NAME = "slow"
-    ITEMS_PER_SHARD = 2
-
-    def list_items(self):
-        for index in range(400):
-            yield Item(split="train", key=f"img{index:03d}", data={"value": index})
-
-    def examples(self, item):
-        time.sleep(0.05)
-        crop = np.full((16, 16, 3), item.data["value"] % 250, np.uint8)
-        yield self.sample(item, crop, expr=item.data["value"] % 7)
-'''
-
-
 def start_slow_build(tmp_path, out, workers):
-    (tmp_path / "slow_faults_builder.py").write_text(SLOW_BUILDER)
+    write_slow_builder(tmp_path, "slow_faults_builder", items=400, delay=0.05)
     script = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {os.getcwd()!r}]\n"
               "from slow_faults_builder import Slow\nfrom tfrecords_builder import build\n"
               f"if __name__ == '__main__':\n"

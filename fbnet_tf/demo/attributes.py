@@ -15,10 +15,10 @@ from typing import Callable
 import numpy as np
 
 from fbnet_tf.demo import face_model as fm
+from fbnet_tf.labels import FATAUVA_ATTRIBUTE_BRANCHES
 
 # FATAUVA-Net's Table 2, grouped by the attribute branch that predicts them (face, eyebrows, eyes, mouth).
-TABLE2 = ("Attractive", "Male", "No_Beard", "Young", "Arched_Eyebrows", "Bushy_Eyebrows", "Eyeglasses",
-          "Narrow_Eyes", "Mouth_Slightly_Open", "Smiling")
+TABLE2 = tuple(name for names in FATAUVA_ATTRIBUTE_BRANCHES.values() for name in names)
 
 OCCURRENCE = 2.0  # FACS intensity from which an AU is present (as in world.py)
 YOUNG_BELOW = 0.6  # identity age

@@ -36,18 +36,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fbnet_tf.labels import VA_NAMES
+from fbnet_tf.labels import FATAUVA_ATTRIBUTE_BRANCHES, VA_NAMES
 from fbnet_tf.models.vggface import FacePreprocessing
 
 # --------------------------------------------------------------------------------------------- the paper's tables
 
-# Table 2: attribute layer branch -> the CelebA attributes its FC layers recognise.
-ATTRIBUTE_BRANCHES: dict[str, tuple[str, ...]] = {
-    "face": ("Attractive", "Male", "No_Beard", "Young"),
-    "eyebrows": ("Arched_Eyebrows", "Bushy_Eyebrows"),
-    "eyes": ("Eyeglasses", "Narrow_Eyes"),
-    "mouth": ("Mouth_Slightly_Open", "Smiling"),
-}
+# Table 2: attribute layer branch -> the CelebA attributes its FC layers recognise (`labels`, which the demo
+# world shares without importing TensorFlow).
+ATTRIBUTE_BRANCHES = FATAUVA_ATTRIBUTE_BRANCHES
 # Table 3: AU layer branch -> (the attribute branch it is attached to, the AUs its FC layers detect).
 AU_BRANCHES: dict[str, tuple[str, tuple[int, ...]]] = {
     "AU6_7": ("eyes", (6, 7)),
