@@ -15,7 +15,6 @@ from tfrecords_builder.base import read_image, resolve_in_root, video_frames
 from conftest import write_slow_builder
 
 
-
 def test_holdout_is_seeded_stable_and_close_to_its_fraction():
     keys = [f"subject{i}" for i in range(20000)]
     chosen = [k for k in keys if holdout(k, 0.15, seed=3)]
