@@ -238,13 +238,14 @@ def _check_inputs(cfg: config_lib.ExperimentConfig, own_pipeline: bool) -> None:
                                      "--set data.record_dirs=[records/affectnet,records/disfa]")
 
 
-def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None:
+def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig, stage: str) -> None:
     done = runs.completed_epochs(run.root)
     if not run.config.is_file() or done == 0:
         return
-    if cfg.trainer.epochs < done:
-        raise config_lib.ConfigError(f"trainer.epochs={cfg.trainer.epochs}: the run in {run.root} has already "
-                                     f"finished {done} epochs; ask for {done} or more, or use another --run-dir")
+    epochs, setting = _epochs(cfg, stage)
+    if epochs < done:
+        raise config_lib.ConfigError(f"{setting}={epochs}: the run in {run.root} has already finished {done} "
+                                     f"epochs; ask for {done} or more, or use another --run-dir")
     previous = config_lib.to_dict(runs.load_config(run.root))
     current = config_lib.to_dict(cfg)
     changed = [f"{section}.{key}" for section in ("model", "loss") for key in current[section]
@@ -253,6 +254,13 @@ def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None
         raise config_lib.ConfigError(f"{run.config}: the run in {run.root} was started with different "
                                      f"{', '.join(changed)}; its backup cannot resume this config. "
                                      "Use another --run-dir")
+
+
+def _epochs(cfg: config_lib.ExperimentConfig, stage: str) -> tuple[int, str]:
+    """How many epochs `stage` trains for, and the setting that says so (a staged family's own, else the run's)."""
+    if stage in cfg.trainer.stage_epochs:
+        return int(cfg.trainer.stage_epochs[stage]), f"trainer.stage_epochs.{stage}"
+    return int(cfg.trainer.epochs), "trainer.epochs"
 
 
 @contextlib.contextmanager
@@ -362,7 +370,7 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
     repaired = runs.repair_backup(run.root)  # a kill may have cut the last backup short
     if repaired:
         log.warning(repaired)
-    _check_resumable(run, cfg)
+    _check_resumable(run, cfg, stage)
     config_lib.save(cfg, run.config)
 
     own_pipeline = train_data is None
@@ -372,7 +380,7 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
         steps_per_epoch = cfg.trainer.steps_per_epoch or data_steps
     else:
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
-    epochs = int(cfg.trainer.stage_epochs.get(stage, cfg.trainer.epochs))
+    epochs, _ = _epochs(cfg, stage)
 
     with strategy.scope():
         trainer = family.build_trainer(cfg, stage=stage)
