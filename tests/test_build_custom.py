@@ -272,6 +272,14 @@ def test_layout_errors_and_command_line(csv_tree, tmp_path):
     assert list(read_all(tmp_path / "cli")) == ["images/0.jpg"]
     assert main(["custom", "--root", str(root), "--out", str(tmp_path / "cli2"), "--no-progress"]) == 1
 
+    # --option name= is the records' source (two datasets of your own are scored apart), never a known database's.
+    assert main(["custom", "--root", str(root / "labels.jsonl"), "--out", str(tmp_path / "named"),
+                 "--no-progress", "--option", "name=clinic_a"]) == 0
+    assert [e["source"] for e in read_all(tmp_path / "named").values()] == ["clinic_a"]
+    for bad in ("bp4d", "Clinic A"):
+        with pytest.raises(ValueError, match=f"option name='{bad}'"):
+            build("custom", root / "labels.jsonl", tmp_path / "bad", progress=False, name=bad)
+
 
 def test_the_readme_example_table_parses_as_documented(tmp_path):
     """The README's example labels.csv lists three images with the labels its text describes."""

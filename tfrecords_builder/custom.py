@@ -39,10 +39,14 @@ when rows are added, but with few subjects a split can come out small or empty (
 give a `split` column to choose).
 Bad rows are skipped and recorded with the table's name, the line, the column and what was expected; rows with no
 label at all are `no_label`.
+
+Source: records say `source=custom`, or `--option name=clinic_a` (lower-case letters, digits, `_`; not a database
+this package builds), so that evaluation scores two datasets of your own apart.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import posixpath
@@ -91,7 +95,7 @@ class Custom(Builder):
                        "<the images, at the paths the table gives relative to its folder>")
     OPTIONS = {"au_threshold": Option(0.0, minimum=0.0, maximum=5.0), "expression_names": "",
                "box": Option("detect", choices=("detect", "crop")), "ignore_columns": "",
-               "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+               "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0, "name": "custom"}
 
     def __init__(self, root, **kwargs):
         # `--root` may name the table itself: the builder's root is then the table's folder (image paths are
@@ -122,6 +126,7 @@ class Custom(Builder):
             raise ValueError(f"{self.NAME}: option au_threshold={threshold}; expected 0 (AU columns hold 0/1) or an "
                              f"intensity threshold in (0, {MAX_INTENSITY:g}]")
         self.option_choice("box", ("detect", "crop"))
+        self._check_name()
         names = self._expression_names()
         keys, rows = self._read_table(table)
         columns = self._columns(table.name, keys)
@@ -330,6 +335,20 @@ class Custom(Builder):
                                                   for number, occurrence, intensity in data["facs"]}
         yield self.sample(item, crop, subject=data["subject"], expr=data["expr"], va=data["va"], facs=facs,
                           expr_native=data["expr_native"], expr_native_name=data["expr_native_name"])
+
+    def sample(self, item: Item, crop_rgb: np.ndarray, **labels):
+        return dataclasses.replace(super().sample(item, crop_rgb, **labels), source=self.options["name"])
+
+    def _check_name(self):
+        from tfrecords_builder.registry import databases
+
+        name = self.options["name"]
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"{self.NAME}: option name={name!r}; expected lower-case letters, digits and _, "
+                             "starting with a letter")
+        if name != self.NAME and name in databases():
+            raise ValueError(f"{self.NAME}: option name={name!r} is a database this package builds (its records "
+                             "would be scored as that database's); choose another name")
 
     def _box_face(self, image_rgb: np.ndarray, box, item: Item) -> np.ndarray:
         """`box=crop`: the square around the box. `box=detect`: the most confident face MTCNN finds on the box and
