@@ -12,8 +12,8 @@ import tensorflow as tf  # noqa: E402
 
 from test_build_affwild2 import abaw2022  # noqa: E402,F401 - fixtures in the databases' own layouts
 from test_build_disfa import disfa  # noqa: E402,F401
-from test_build_rafdb import rafdb  # noqa: E402,F401
-from tfrecords_builder import UsageError, build  # noqa: E402
+from test_build_rafdb import rafdb, write_part  # noqa: E402,F401
+from tfrecords_builder import BuildError, UsageError, build  # noqa: E402
 from tfrecords_builder.__main__ import main  # noqa: E402
 from tfrecords_builder.disfa import Disfa  # noqa: E402
 
@@ -69,7 +69,8 @@ def test_direct_runner_writes_the_pools_shards_and_manifest(rafdb, abaw2022, dis
     # RAF-DB (images, 3 splits, 2 shards each, one skip of each kind) from the command line, options after `--`.
     pool = build("rafdb", rafdb, tmp_path / "rafdb-pool", shards=2, workers=2, progress=False)
     assert main(["rafdb", "--root", str(rafdb), "--out", str(tmp_path / "rafdb-beam"), "--shards", "2",
-                 "--runner", "direct", "--no-progress", "--", "--direct_num_workers=1"]) == 0
+                 "--runner", "direct", "--no-progress", "--", "--direct_running_mode=multi_processing",
+                 "--direct_num_workers=2"]) == 0
     beam = json.loads((tmp_path / "rafdb-beam" / "manifest.json").read_text())
     compare("rafdb", tmp_path / "rafdb-pool", pool, tmp_path / "rafdb-beam", beam)
 
@@ -100,3 +101,15 @@ def test_runner_arguments_are_checked_before_any_work(rafdb, tmp_path):
     with pytest.raises(UsageError, match="--runner='ray'"):
         build("rafdb", rafdb, tmp_path / "c", runner="ray", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_strict_stops_at_a_workers_skip_naming_its_line(tmp_path):
+    root = tmp_path / "RAF-DB"
+    lines, aligned = write_part(root, "basic", [("train", 1), ("train", 2), ("test", 3)], 7, 5)
+    (aligned / "train_00002_aligned.jpg").write_bytes(b"not a jpeg")
+    (root / "basic" / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(BuildError, match="list_patition_label.txt:2: unreadable_image"):
+        build("rafdb", root, tmp_path / "out", strict=True, runner="direct", progress=False)
+    # The shard that met the skip is not there, nor its temporary; the driver's plan files are gone.
+    assert not list((tmp_path / "out").glob("rafdb-train.tfrecord-*"))
+    assert [p.name for p in (tmp_path / "out").rglob(".*") if p.is_file()] == []

@@ -49,12 +49,13 @@ def build_shards(builder_class, builder, out: Path, shards: list[dict], strict: 
                  | "spread" >> beam.Reshuffle() | "write" >> beam.ParDo(write))
     except Exception as error:  # noqa: BLE001 - a runner reports a worker's failure as its own exception type
         raise BuildError(f"{builder.NAME}: the Beam pipeline on {RUNNERS[runner]} failed: {error}") from error
+    finally:
+        for shard in shards:
+            _plan_path(out, shard["file"]).unlink(missing_ok=True)
     missing = [shard["file"] for shard in shards if not _is_complete(out, shard, builder)]
     if missing:
         raise BuildError(f"{builder.NAME}: the Beam pipeline finished but {len(missing)} shard(s) have no valid "
                          f"state in {out / STATE_DIR} (first: {missing[0]}); do the workers see {out}?")
-    for shard in shards:
-        _plan_path(out, shard["file"]).unlink(missing_ok=True)
 
 
 def _plan_path(out: Path, shard_file: str) -> Path:

@@ -488,24 +488,28 @@ def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
     # A unique temporary: a Beam runner may run one shard twice at once (a retry, a straggler's backup).
     final, temporary = out / shard["file"], out / f".{shard['file']}.{uuid.uuid4().hex[:12]}.tmp"
     count, skips, labels, inputs = 0, [], _LabelCounter(), {}
-    with tf.io.TFRecordWriter(str(temporary)) as writer:
-        for segments in shard["segments"]:
-            item_skips = []
-            for _ in segments:
-                for result in next(results):
-                    if result[0] == "sample":
-                        writer.write(encode_example(result[1]))
-                        labels.add(_label_summary(result[1]))
-                        count += 1
-                    elif result[0] == "inputs":
-                        inputs.update(result[1])
-                    else:
-                        if strict:
-                            raise BuildError(f"--strict: {_describe(result[1])}")
-                        item_skips.append(result[1])
-            skips.extend(_merge_records(item_skips))
-            if bar is not None:
-                bar.update(1)
+    try:
+        with tf.io.TFRecordWriter(str(temporary)) as writer:
+            for segments in shard["segments"]:
+                item_skips = []
+                for _ in segments:
+                    for result in next(results):
+                        if result[0] == "sample":
+                            writer.write(encode_example(result[1]))
+                            labels.add(_label_summary(result[1]))
+                            count += 1
+                        elif result[0] == "inputs":
+                            inputs.update(result[1])
+                        else:
+                            if strict:
+                                raise BuildError(f"--strict: {_describe(result[1])}")
+                            item_skips.append(result[1])
+                skips.extend(_merge_records(item_skips))
+                if bar is not None:
+                    bar.update(1)
+    except BaseException:  # a strict stop, Ctrl-C: no half-written file left (a killed run's: `_remove_stale`)
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, final)
     state = {"fingerprint": shard["fingerprint"], "file": shard["file"], "sha256": _sha256(final),
              "count": count, "labels": labels.counts, "skipped": skips, "inputs": dict(sorted(inputs.items()))}
