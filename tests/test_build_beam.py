@@ -58,7 +58,7 @@ def compare(name, pool_out, pool_manifest, beam_out, beam_manifest):
     assert json.loads((beam_out / "manifest.json").read_text()) == beam_manifest
     skipped = beam_manifest["accounting"]["skipped"]
     assert skipped > 0 and beam_manifest["skipped_by_reason"] == pool_manifest["skipped_by_reason"]
-    leftovers = [p.name for p in beam_out.rglob(".*") if p.name.endswith((".tmp", ".plan.json"))]
+    leftovers = [p.name for p in beam_out.rglob(".*") if p.name.endswith((".tmp", ".plan.pickle"))]
     assert leftovers == []
     print(f"\n{name:<9} {len(files)} shards, {identical} byte-identical; {sum(beam_records.values())} records, "
           f"multiset equal; {skipped} skipped by reason {dict(beam_manifest['skipped_by_reason'])}; "

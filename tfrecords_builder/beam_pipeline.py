@@ -12,16 +12,14 @@ must be paths every worker sees (a shared filesystem).
 from __future__ import annotations
 
 import json
+import pickle
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tfrecords_builder.base import Item
-from tfrecords_builder.writer import (STATE_DIR, BuildError, _atomic_write, _is_complete, _segments, _write_shard,
-                                      process_item)
+from tfrecords_builder.writer import STATE_DIR, BuildError, _atomic_write, _segments, _write_shard, process_item
 
 # --runner value -> Beam's runner ("pool" is writer's process pool, not Beam).
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": "SparkRunner"}
@@ -34,9 +32,8 @@ def build_shards(builder_class, builder, out: Path, shards: list[dict], strict: 
     attached to its entry afterwards, as the pool does; BuildError when the pipeline fails or misses a shard."""
     for shard in shards:  # a state left by an earlier run must not pass for this run's result
         (out / STATE_DIR / (shard["file"] + ".json")).unlink(missing_ok=True)
-        plan = {"split": shard["split"], "file": shard["file"], "fingerprint": shard["fingerprint"],
-                "items": [asdict(item) for item in shard["items"]]}
-        _atomic_write(_plan_path(out, shard["file"]), json.dumps(plan).encode())
+        plan = {key: shard[key] for key in ("split", "file", "fingerprint", "items")}
+        _atomic_write(_plan_path(out, shard["file"]), pickle.dumps(plan))  # as the pool sends items: types kept
     if progress:
         print(f"{builder.NAME}: {len(shards)} shard(s) on Beam's {RUNNERS[runner]}", file=sys.stderr)
     options = PipelineOptions([f"--runner={RUNNERS[runner]}", *beam_options])
@@ -52,14 +49,27 @@ def build_shards(builder_class, builder, out: Path, shards: list[dict], strict: 
     finally:
         for shard in shards:
             _plan_path(out, shard["file"]).unlink(missing_ok=True)
-    missing = [shard["file"] for shard in shards if not _is_complete(out, shard, builder)]
+    missing = [shard["file"] for shard in shards if not _attach_state(out, shard)]
     if missing:
         raise BuildError(f"{builder.NAME}: the Beam pipeline finished but {len(missing)} shard(s) have no valid "
                          f"state in {out / STATE_DIR} (first: {missing[0]}); do the workers see {out}?")
 
 
+def _attach_state(out: Path, shard: dict) -> bool:
+    """The state a worker wrote for this run's shard, attached to its entry (its sha256 was taken by the worker:
+    the driver does not read the shards again)."""
+    try:
+        state = json.loads((out / STATE_DIR / (shard["file"] + ".json")).read_text())
+    except (OSError, ValueError):
+        return False
+    if state.get("fingerprint") != shard["fingerprint"] or not (out / shard["file"]).is_file():
+        return False
+    shard["state"] = state
+    return True
+
+
 def _plan_path(out: Path, shard_file: str) -> Path:
-    return out / STATE_DIR / f".{shard_file}.plan.json"  # dot: not a shard state (`_check_one_database`)
+    return out / STATE_DIR / f".{shard_file}.plan.pickle"  # dot: not a shard state (`_check_one_database`)
 
 
 class WriteShard(beam.DoFn):
@@ -80,8 +90,7 @@ class WriteShard(beam.DoFn):
 
 def write_shard(builder, out: Path, name: str, strict: bool) -> str:
     """One shard from its plan file, as the pool writes it: its items' frame ranges in order, one worker."""
-    plan = json.loads(_plan_path(out, name).read_text())
-    shard = {**plan, "items": [Item(**item) for item in plan["items"]]}
+    shard = pickle.loads(_plan_path(out, name).read_bytes())  # written by this build's driver
     shard["segments"] = [_segments(builder, item) for item in shard["items"]]
     results = (process_item(builder, item, segment)
                for item, segments in zip(shard["items"], shard["segments"]) for segment in segments)
