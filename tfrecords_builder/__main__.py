@@ -29,11 +29,12 @@ def _parser(databases: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_builder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Build fbnet TFRecords (aligned face crops + canonical labels) from a face database.",
+        description="Build fbnet TFRecords (aligned face crops + canonical labels) from a face database.\n"
+                    "With a Beam --runner, Apache Beam's own pipeline options follow `--`.",
         epilog=f"databases:\n{listing}\n\nexamples:\n  python -m tfrecords_builder rafdb --root ~/data/RAF-DB "
                "--out ~/tfrecords/rafdb --workers 2\n  python -m tfrecords_builder rafdb --root /shared/RAF-DB "
                "--out /shared/tfrecords/rafdb --runner flink -- --flink_master=host:8081 "
-               "--environment_type=PROCESS ...")
+               "--environment_type=EXTERNAL --environment_config=localhost:50000")
     parser.add_argument("database", choices=list(databases), metavar="DATABASE", help="one of the databases below")
     parser.add_argument("--root", required=True, help="the database folder as downloaded (see each builder)")
     parser.add_argument("--out", required=True, help="output folder for the shards and manifest.json")
