@@ -88,7 +88,8 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
 
 
 def _check_runner(runner, workers: int, beam_options) -> tuple[str, list[str]]:
-    runner, beam_options = RUNNER.check(runner, "--runner"), [str(option) for option in beam_options]
+    runner = RUNNER.check(runner, "--runner")
+    beam_options = [beam_options] if isinstance(beam_options, str) else [str(option) for option in beam_options]
     if runner == "pool":
         if beam_options:
             raise UsageError(f"Beam pipeline options {beam_options} need a Beam --runner "
