@@ -33,6 +33,10 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],  # tf2onnx 1.16 pins protobuf~=3.20 (TensorFlow 2.21 needs newer)
+        # `--runner direct|dataflow|flink|spark` builds. 2.77 is the first release checked beside TensorFlow 2.21:
+        # it caps protobuf below 7, TensorFlow needs 6.31 or newer, so pip settles on protobuf 6.33.
+        # Dataflow also needs Beam's `gcp` extra: `pip install "apache-beam[gcp]"`.
+        "beam": ["apache-beam>=2.77,<3"],
         "dev": [
             "pytest>=8",
             "scikit-learn>=1.3",

@@ -1,4 +1,5 @@
-"""`python -m tfrecords_builder DATABASE --root RAW_DIR --out OUT_DIR [options]`: a thin layer over `build`."""
+"""`python -m tfrecords_builder DATABASE --root RAW_DIR --out OUT_DIR [options] [-- BEAM_OPTIONS]`: a thin layer
+over `build`; what follows `--` goes to Apache Beam as its pipeline options (with a Beam `--runner`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,19 +21,28 @@ def _option_text(key: str, declared) -> str:
 
 
 def _parser(databases: dict) -> argparse.ArgumentParser:
+    from tfrecords_builder.writer import RUNNER
+
     listing = "\n".join(f"  {name:<16} {cls.DESCRIPTION}" + (f"\n  {'':<16} options: " + ", ".join(
         _option_text(key, value) for key, value in cls.OPTIONS.items()) if cls.OPTIONS else "")
         for name, cls in databases.items())
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_builder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Build fbnet TFRecords (aligned face crops + canonical labels) from a face database.",
-        epilog=f"databases:\n{listing}\n\nexample:\n  python -m tfrecords_builder rafdb --root ~/data/RAF-DB "
-               "--out ~/tfrecords/rafdb --workers 2")
+        description="Build fbnet TFRecords (aligned face crops + canonical labels) from a face database.\n"
+                    "With a Beam --runner, Apache Beam's own pipeline options follow `--`.",
+        epilog=f"databases:\n{listing}\n\nexamples:\n  python -m tfrecords_builder rafdb --root ~/data/RAF-DB "
+               "--out ~/tfrecords/rafdb --workers 2\n  python -m tfrecords_builder rafdb --root /shared/RAF-DB "
+               "--out /shared/tfrecords/rafdb --runner flink -- --flink_master=host:8081 "
+               "--environment_type=EXTERNAL --environment_config=localhost:50000")
     parser.add_argument("database", choices=list(databases), metavar="DATABASE", help="one of the databases below")
     parser.add_argument("--root", required=True, help="the database folder as downloaded (see each builder)")
     parser.add_argument("--out", required=True, help="output folder for the shards and manifest.json")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of --runner pool (default 1)")
+    parser.add_argument("--runner", default=RUNNER.default, choices=RUNNER.choices,
+                        help="pool: --workers processes on this machine (default); direct (for testing), "
+                             "dataflow, flink, spark: an Apache Beam pipeline (the `beam` extra) writing the same "
+                             "shards and manifest, with Beam's pipeline options after `--`")
     parser.add_argument("--image-size", type=int, default=112, help="side of the aligned crop (default 112)")
     parser.add_argument("--shards", type=int, default=None, help="shards per split (default: by size)")
     parser.add_argument("--frame-stride", type=int, default=1, help="keep every N-th video frame (default 1)")
@@ -54,7 +64,9 @@ def main(argv=None) -> int:
     from tfrecords_builder import DATABASES, BuildError, LayoutError, build
     from tfrecords_builder.base import UsageError
 
-    args = _parser(DATABASES).parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)  # the rest: Beam's pipeline options
+    args, beam_options = _parser(DATABASES).parse_args(argv[:end]), argv[end + 1:]
     options = {}
     for text in args.option:
         key, sep, value = text.partition("=")
@@ -70,7 +82,8 @@ def main(argv=None) -> int:
     try:
         build(args.database, args.root, args.out, workers=args.workers, image_size=args.image_size,
               strict=args.strict, shards=args.shards, frame_stride=args.frame_stride,
-              progress=not args.no_progress, force=args.force, allow_partial=args.allow_partial, **options)
+              progress=not args.no_progress, force=args.force, allow_partial=args.allow_partial,
+              runner=args.runner, beam_options=beam_options, **options)
     except UsageError as error:  # checked before any work: nothing was written
         print(f"error: {error}", file=sys.stderr)
         return 2

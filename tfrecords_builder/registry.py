@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 
 # Modules of the package that are machinery, not databases.
-_NOT_BUILDERS = frozenset({"__main__", "base", "registry", "writer"})
+_NOT_BUILDERS = frozenset({"__main__", "base", "beam_pipeline", "registry", "writer"})
 
 _databases: dict | None = None
 

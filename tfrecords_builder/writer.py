@@ -7,6 +7,8 @@ them with sorted feature keys, so the bytes of every shard depend on the input a
 `workers`. Resume: each finished shard leaves a small state file (fingerprint of its items and of the arguments,
 its sha256, counts, skips, and the size and mtime of every file its examples read) under `<out>/.shards/`; a rerun
 keeps a shard whose file still has that checksum and whose inputs are unchanged (`force` rebuilds all).
+Beyond one machine, `runner` = direct|dataflow|flink|spark writes the same shards and manifest with an Apache Beam
+pipeline over the pending shards (`tfrecords_builder.beam_pipeline`); listing, planning and the manifest stay here.
 Accounting: labelled inputs = written + skipped (`manifest["accounting"]`); a build that writes nothing or skips
 more than half of its inputs raises `PartialBuild` unless `allow_partial`. One build at a time holds `<out>/.lock`,
 and a folder holds one database's build.
@@ -19,6 +21,7 @@ import math
 import os
 import sys
 import traceback
+import uuid
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +30,7 @@ import numpy as np
 
 from fbnet_tf.labels import AU_NAMES, COMPOUND_EXPRESSIONS, EXPRESSIONS
 from fbnet_tf.records import SPLITS, encode_example
-from tfrecords_builder.base import SHARDS, SKIP_HINTS, WORKERS, Builder, Item, Reason, Skip
+from tfrecords_builder.base import SHARDS, SKIP_HINTS, WORKERS, Builder, Item, Option, Reason, Skip, UsageError
 from tfrecords_builder.registry import get_builder
 
 MANIFEST = "manifest.json"
@@ -35,6 +38,7 @@ STATE_DIR = ".shards"
 LOCK = ".lock"  # holds the PID of the build writing the folder
 PARTIAL_LIMIT = 0.5  # a build skipping more than this fraction of its inputs fails unless allow_partial
 UNEXPECTED_ERROR = "unexpected_error"  # a builder raised something other than Skip: counted, never a crash
+RUNNER = Option("pool", choices=("pool", "direct", "dataflow", "flink", "spark"))  # pool: this machine's processes
 
 
 class BuildError(RuntimeError):
@@ -51,20 +55,23 @@ class PartialBuild(BuildError):
 
 def build(database: str | type[Builder], root, out, *, workers: int = 1, image_size: int = 112, strict: bool = False,
           shards: int | None = None, frame_stride: int = 1, progress: bool = True, force: bool = False,
-          allow_partial: bool = False, **builder_options) -> dict:
+          allow_partial: bool = False, runner: str = "pool", beam_options=(), **builder_options) -> dict:
     """Build the TFRecords of one database; returns the manifest (also written to `<out>/manifest.json`).
 
     `database` is a name in `tfrecords_builder.DATABASES` (or a `Builder` subclass); `root` the folder the user
     downloaded; `shards` the number of shards per split (default: one per `ITEMS_PER_SHARD` items); `strict`
     turns any skip into a `BuildError`; `force` rebuilds every shard instead of resuming; `allow_partial`
     accepts a build that wrote nothing or skipped more than half of its inputs (else `PartialBuild`, after the
-    manifest is written); other keyword arguments are the builder's own options (`Builder.OPTIONS`).
+    manifest is written); `runner` "pool" (`workers` processes here) or a Beam runner (direct, dataflow, flink,
+    spark: the `beam` extra) with `beam_options`, Beam's own pipeline options as command-line strings; other
+    keyword arguments are the builder's own options (`Builder.OPTIONS`).
     Arguments are checked before any work (`UsageError`). Call it under `if __name__ == "__main__":` in scripts
     when `workers > 1` (spawned workers re-import `__main__`).
     """
     stop_after = builder_options.pop("_stop_after_shards", None)
     workers = WORKERS.check(workers, "--workers")
     shards = None if shards is None else SHARDS.check(shards, "--shards")
+    runner, beam_options = _check_runner(runner, workers, beam_options)
     builder_class = database if isinstance(database, type) else get_builder(database)
     builder = builder_class(root, image_size=image_size, frame_stride=frame_stride, **builder_options)
     if not builder.root.is_dir():
@@ -73,18 +80,39 @@ def build(database: str | type[Builder], root, out, *, workers: int = 1, image_s
     out.mkdir(parents=True, exist_ok=True)
     with _FolderLock(out):
         _check_one_database(out, builder.NAME)
-        manifest = _build(builder_class, builder, out, workers, shards, strict, progress, force, stop_after)
+        manifest = _build(builder_class, builder, out, workers, shards, strict, progress, force, stop_after,
+                          runner, beam_options)
     if not allow_partial:
         _check_not_partial(manifest, builder, out)
     return manifest
 
 
-def _build(builder_class, builder, out, workers, shards, strict, progress, force, stop_after) -> dict:
+def _check_runner(runner, workers: int, beam_options) -> tuple[str, list[str]]:
+    runner = RUNNER.check(runner, "--runner")
+    beam_options = [beam_options] if isinstance(beam_options, str) else [str(option) for option in beam_options]
+    if runner == "pool":
+        if beam_options:
+            raise UsageError(f"Beam pipeline options {beam_options} need a Beam --runner "
+                             f"({', '.join(RUNNER.choices[1:])})")
+        return runner, beam_options
+    if workers > 1:
+        raise UsageError(f"--workers={workers} is the process pool's; with --runner {runner} the runner's own "
+                         "options set the parallelism (e.g. -- --direct_num_workers=2)")
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--runner {runner} needs Apache Beam: pip install -e \".[beam]\" (Dataflow also needs "
+                         "\"apache-beam[gcp]\")") from None
+    return runner, beam_options
+
+
+def _build(builder_class, builder, out, workers, shards, strict, progress, force, stop_after, runner,
+           beam_options) -> dict:
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     items, listing_skips = _list(builder, strict, progress)
     arguments = {"root": str(builder.root.resolve()), "image_size": builder.image_size,
                  "frame_stride": builder.frame_stride, "shards": shards, "strict": strict, "workers": workers,
-                 "options": builder.options}
+                 "runner": runner, "options": builder.options}
     plan = _plan(builder, items, shards)
     resumed = [shard for shard in plan if not force and _is_complete(out, shard, builder)]
     pending = [shard for shard in plan if "state" not in shard]
@@ -93,6 +121,21 @@ def _build(builder_class, builder, out, workers, shards, strict, progress, force
 
     import tensorflow  # noqa: F401  - loaded before the bars start, so they time the work, not the import
 
+    if runner == "pool":
+        _build_in_pool(builder_class, builder, out, workers, plan, pending, strict, progress, stop_after)
+    elif pending:
+        from tfrecords_builder.beam_pipeline import build_shards
+
+        build_shards(builder_class, builder, out, pending, strict, runner, beam_options, progress)
+    manifest = _manifest(builder, plan, listing_skips, arguments, [s["file"] for s in resumed])
+    _remove_stale(out, builder, plan)
+    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
+    if progress:
+        print(format_summary(manifest), file=sys.stderr)
+    return manifest
+
+
+def _build_in_pool(builder_class, builder, out, workers, plan, pending, strict, progress, stop_after) -> None:
     written = 0
     with _Executor(builder_class, builder, workers) as run, _ProgressBars(builder, plan, progress) as bars:
         for shard in pending:  # once per item: a video's header is opened in this process
@@ -104,13 +147,6 @@ def _build(builder_class, builder, out, workers, shards, strict, progress, force
             written += 1
             if stop_after is not None and written >= stop_after and shard is not pending[-1]:
                 raise BuildInterrupted(f"stopped after {written} shard(s) as asked")
-
-    manifest = _manifest(builder, plan, listing_skips, arguments, [s["file"] for s in resumed])
-    _remove_stale(out, builder, plan)
-    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
-    if progress:
-        print(format_summary(manifest), file=sys.stderr)
-    return manifest
 
 
 # --- one build, one database per output folder ------------------------------------------------------------------
@@ -334,7 +370,7 @@ def process_item(builder: Builder, item: Item, segment: tuple[int, int | None] =
     """One item (or one frame range of a video item) -> [("sample", Sample) | ("skip", record)] and, last,
     ("inputs", {file: [size, mtime_ns] | None}) of the files it read; never raising.
 
-    This is the per-example function a Beam pipeline would map for builds beyond one machine.
+    The per-example function of both engines: the process pool here, the Beam pipeline (`beam_pipeline`) beyond.
     """
     results = []
     builder.segment, builder.inputs_read = tuple(segment), {}
@@ -450,26 +486,31 @@ class _Executor:
 def _write_shard(out: Path, shard: dict, results, bar, strict: bool) -> None:
     import tensorflow as tf
 
-    final, temporary = out / shard["file"], out / f".{shard['file']}.tmp"
+    # A unique temporary: a Beam runner may run one shard twice at once (a retry, a straggler's backup).
+    final, temporary = out / shard["file"], out / f".{shard['file']}.{uuid.uuid4().hex[:12]}.tmp"
     count, skips, labels, inputs = 0, [], _LabelCounter(), {}
-    with tf.io.TFRecordWriter(str(temporary)) as writer:
-        for segments in shard["segments"]:
-            item_skips = []
-            for _ in segments:
-                for result in next(results):
-                    if result[0] == "sample":
-                        writer.write(encode_example(result[1]))
-                        labels.add(_label_summary(result[1]))
-                        count += 1
-                    elif result[0] == "inputs":
-                        inputs.update(result[1])
-                    else:
-                        if strict:
-                            raise BuildError(f"--strict: {_describe(result[1])}")
-                        item_skips.append(result[1])
-            skips.extend(_merge_records(item_skips))
-            if bar is not None:
-                bar.update(1)
+    try:
+        with tf.io.TFRecordWriter(str(temporary)) as writer:
+            for segments in shard["segments"]:
+                item_skips = []
+                for _ in segments:
+                    for result in next(results):
+                        if result[0] == "sample":
+                            writer.write(encode_example(result[1]))
+                            labels.add(_label_summary(result[1]))
+                            count += 1
+                        elif result[0] == "inputs":
+                            inputs.update(result[1])
+                        else:
+                            if strict:
+                                raise BuildError(f"--strict: {_describe(result[1])}")
+                            item_skips.append(result[1])
+                skips.extend(_merge_records(item_skips))
+                if bar is not None:
+                    bar.update(1)
+    except BaseException:  # a strict stop, Ctrl-C: no half-written file left (a killed run's: `_remove_stale`)
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, final)
     state = {"fingerprint": shard["fingerprint"], "file": shard["file"], "sha256": _sha256(final),
              "count": count, "labels": labels.counts, "skipped": skips, "inputs": dict(sorted(inputs.items()))}
@@ -640,7 +681,7 @@ def _remove_stale(out: Path, builder: Builder, plan: list[dict]) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
 
