@@ -125,20 +125,37 @@ def test_zero_shot_command_on_compound_records(tmp_path):
     assert compound.main(["zero-shot", "--model", str(run), "--data", str(empty), "--out", str(tmp_path / "x")]) == 1
 
 
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """A tiny run fine-tuned head-only, through the CLI, on RAF-DB-compound-style train (44) and test (22) records."""
+    from test_export import make_run_dir
+
+    root = tmp_path_factory.mktemp("few_shot")
+    run = make_run_dir(root)
+    records = _compound_records(root / "rafdb_compound", (("train", 44), ("test", 22)))
+    out = root / "few_shot"
+    assert compound.main(["fine-tune", "--model", str(run), "--data", str(records), "--run-dir", str(out),
+                          "--head-only", "--epochs", "3", "--learning-rate", "1e-2", "--batch-size", "11"]) == 0
+    return {"run": run, "records": records, "out": out}
+
+
+def _test_crops(records):
+    """The records' test crops as stored (uint8 112x112), in record order."""
+    from fbnet_tf import data, export
+
+    return np.round(export.record_images(data.record_files(str(records), "test"), 112, 100,
+                                         model_view=False)).astype(np.uint8)
+
+
 @pytest.mark.slow
-def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(tmp_path):
+def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(fine_tuned):
     import keras
     from sklearn.metrics import recall_score
 
     from fbnet_tf import runs
     from fbnet_tf.models.facebehaviornet import network_of
-    from test_export import make_run_dir
 
-    run = make_run_dir(tmp_path)
-    records = _compound_records(tmp_path / "rafdb_compound", (("train", 44), ("test", 22)))
-    out = tmp_path / "few_shot"
-    assert compound.main(["fine-tune", "--model", str(run), "--data", str(records), "--run-dir", str(out),
-                          "--head-only", "--epochs", "3", "--learning-rate", "1e-2", "--batch-size", "11"]) == 0
+    run, records, out = fine_tuned["run"], fine_tuned["records"], fine_tuned["out"]
     tuned = keras.models.load_model(out / "model.keras")
     images = np.stack([x for x, _ in compound.compound_dataset([str(records)], "test", RAFDB_COMPOUND, 32, 64,
                                                                training=False).unbatch().as_numpy_iterator()])
@@ -153,3 +170,59 @@ def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(tmp_pa
     assert written["count"] == 22
     assert written["uar"] == pytest.approx(recall_score(truth, predicted, average="macro", labels=range(11),
                                                         zero_division=0))
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_run_exports_and_predicts_its_compound_classes(fine_tuned, tmp_path):
+    """The fine-tuned run is a run: its config says what it is, export writes the class names beside a SavedModel
+    and a TFLite file that compute the Keras model's probabilities, and predict writes them as columns."""
+    import skimage.data
+    import tensorflow as tf
+
+    from fbnet_tf import Predictor, export, face, predict, runs
+    from test_export import model_view
+
+    out, records = fine_tuned["out"], fine_tuned["records"]
+    cfg = runs.load_config(out)
+    assert cfg.compound.base == str(fine_tuned["run"].absolute()) and cfg.compound.head_only
+    assert cfg.compound.classes == list(RAFDB_COMPOUND) and cfg.data.record_dirs == [str(records.absolute())]
+    assert (cfg.trainer.epochs, cfg.trainer.learning_rate, cfg.data.batch_size) == (3, 1e-2, 11)
+
+    result = export.export(out, "savedmodel,tflite", tmp_path / "export", tflite_variants=["fp32"])
+    model = runs.load_inference_model(out)
+    crops = _test_crops(records)
+    expected = np.asarray(model(model_view(crops), training=False)["compound"])
+    assert expected.shape == (22, 11)
+    loaded = tf.saved_model.load(str(result["savedmodel"]))
+    labels = {k: [n.decode() for n in v.numpy()] for k, v in loaded.signatures["labels"]().items()}
+    assert labels == {"compound": list(RAFDB_COMPOUND)}
+    served = loaded.signatures["serving_default"](images=tf.constant(crops))["compound"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    tflite = result["tflite"]["fp32"]
+    assert json.loads((tflite.parent / "labels.json").read_text()) == labels
+    np.testing.assert_allclose(export.tflite_runner(tflite)(model_view(crops))["compound"], expected, atol=1e-5)
+
+    # predict: the class names as columns, the arg-max as top_compound, the Keras model's values on the crop
+    astronaut = skimage.data.astronaut()
+    table = Predictor(result["savedmodel"]).predict(astronaut)
+    assert list(table.columns) == [*predict.FACE_COLUMNS, "top_compound", *RAFDB_COMPOUND] and len(table) == 1
+    crop = face.align(astronaut, face.detect(astronaut)[0].landmarks, 112)
+    on_crop = np.asarray(model(model_view(crop[None]), training=False)["compound"])[0]
+    np.testing.assert_allclose(table.loc[0, list(RAFDB_COMPOUND)].astype(float), on_crop, atol=1e-5)
+    assert table.loc[0, "top_compound"] == RAFDB_COMPOUND[int(on_crop.argmax())]
+    written = tmp_path / "predicted"
+    assert predict.main([str(_image_file(tmp_path, astronaut)), "--model", str(tflite), "--out", str(written)]) == 0
+    with open(written / "predictions.csv") as handle:
+        header = handle.readline().strip().split(",")
+    assert header == [*predict.FACE_COLUMNS, "top_compound", *RAFDB_COMPOUND]
+
+    # the candidate score needs the base model's outputs: a fine-tuned run is refused, with the reason
+    assert compound.main(["zero-shot", "--model", str(out), "--data", str(records), "--out", str(tmp_path)]) == 1
+
+
+def _image_file(folder, image):
+    import cv2
+
+    path = folder / "face.png"
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
