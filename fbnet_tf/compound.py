@@ -254,8 +254,9 @@ def compound_model(base, class_names: Sequence[str], *, head_only: bool = False)
 def fine_tune_config(model_path: str, record_dirs: Sequence[str], class_names: Sequence[str], *, head_only: bool,
                      epochs: int, learning_rate: float, batch_size: int, seed: int):
     """The fine-tuned run's `config.yaml`: the base run's config (the network it holds; the defaults for a bare
-    .keras file) with the fine-tuning's records, epochs, learning rate, batch size and seed, and its `compound`
-    section. Record dirs are resolved (ConfigError for a missing one)."""
+    .keras file) with the fine-tuning's records, epochs, learning rate, batch size and seed, the default loss
+    section (the head trains on cross-entropy alone), and its `compound` section. Record dirs are resolved
+    (ConfigError for a missing one)."""
     import dataclasses
     from pathlib import Path
 
@@ -272,6 +273,7 @@ def fine_tune_config(model_path: str, record_dirs: Sequence[str], class_names: S
                                  seed=seed),
         trainer=dataclasses.replace(cfg.trainer, epochs=epochs, learning_rate=learning_rate, stage_epochs={},
                                     steps_per_epoch=None),
+        loss=config_lib.LossConfig(),  # the head's cross-entropy: no multi-task loss, no coupling
         runtime=dataclasses.replace(cfg.runtime, seed=seed),
         compound=config_lib.CompoundConfig(base=str(path), classes=list(class_names), head_only=head_only))
     return config_lib.resolve_record_dirs(cfg).validate()

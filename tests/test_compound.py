@@ -78,8 +78,9 @@ def test_true_classes_map_compound_then_basic_labels():
     assert truth.tolist() == [names.index("Happiness"), names.index("Sadly Angry"), -1, -1]  # Awed, Neutral: not in
 
 
-def _compound_records(directory, splits=(("test", 33),)):
-    """RAF-DB-compound-style records: smooth random crops, class i % 11 of RAF-DB's set."""
+def _compound_records(directory, splits=(("test", 33),), source="rafdb_compound", classes=RAFDB_COMPOUND):
+    """Compound-labelled records of `source`: smooth random crops, the i-th labelled `classes[i % len(classes)]`
+    (a basic class as the record's `expr`, a compound one as its `compound`), as the builders write them."""
     import cv2
     import tensorflow as tf
 
@@ -88,12 +89,14 @@ def _compound_records(directory, splits=(("test", 33),)):
     directory.mkdir()
     rng = np.random.default_rng(1)
     for split, count in splits:
-        with tf.io.TFRecordWriter(str(directory / f"rafdb_compound-{split}.tfrecord-00000-of-00001")) as writer:
+        with tf.io.TFRecordWriter(str(directory / f"{source}-{split}.tfrecord-00000-of-00001")) as writer:
             for i in range(count):
                 image = cv2.GaussianBlur(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), (0, 0), 2)
-                label = COMPOUND_EXPRESSIONS.index(RAFDB_COMPOUND[i % 11])
+                name = classes[i % len(classes)]
+                labels = {"expr": EXPRESSIONS.index(name)} if name in EXPRESSIONS \
+                    else {"compound": COMPOUND_EXPRESSIONS.index(name)}
                 writer.write(encode_example(Sample(cv2.imencode(".jpg", image)[1].tobytes(), 112, 112,
-                                                   "rafdb_compound", split, f"{split}_{i}.jpg", compound=label)))
+                                                   source, split, f"{split}_{i}.jpg", **labels)))
     return directory
 
 
@@ -123,6 +126,36 @@ def test_zero_shot_command_on_compound_records(tmp_path):
     empty = tmp_path / "basic"
     write_records(empty, source="rafdb", counts=(("test", 4),))
     assert compound.main(["zero-shot", "--model", str(run), "--data", str(empty), "--out", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.slow
+def test_zero_shot_on_emotionet_records_prints_f1_and_uar_over_its_16_classes(tmp_path, capsys):
+    """EmotioNet-style records (6 basic + 10 compound classes, and Neutral, which is not one of them): the printed
+    Table 5 row's F1 and UAR are sklearn's on the candidate scores' arg-max over the 16 classes."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from fbnet_tf import runs
+    from fbnet_tf.evaluate import predict_records
+    from test_export import make_run_dir
+
+    run = make_run_dir(tmp_path)
+    names = compound.class_set("emotionet")
+    records = _compound_records(tmp_path / "emotionet", (("test", 35),), "emotionet", [*names, "Neutral"])
+    assert compound.main(["zero-shot", "--model", str(run), "--data", str(records), "--out", str(tmp_path)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| zero-shot")]
+    f1, uar, rafdb = [cell.strip() for cell in row[0].strip("|").split("|")[1:]]
+    written = json.loads((tmp_path / "compound.json").read_text())["emotionet"]
+    assert written["count"] == 33 and written["classes"] == list(names) and rafdb == "-"  # Neutral left out
+
+    collected = predict_records(runs.load_inference_model(run), str(records), "test")
+    predicted = compound.candidate_scores(collected["pred_action_units"], collected["pred_expression"],
+                                          collected["pred_valence_arousal"][:, 0], "emotionet").argmax(1)
+    truth = np.arange(35) % 17
+    labelled = truth < 16
+    expected_f1 = f1_score(truth[labelled], predicted[labelled], average="macro", zero_division=0)
+    expected_uar = balanced_accuracy_score(truth[labelled], predicted[labelled])
+    assert (f1, uar) == (f"{expected_f1:.3f}", f"{expected_uar:.3f}")
+    assert (written["f1"], written["uar"]) == (pytest.approx(expected_f1), pytest.approx(expected_uar))
 
 
 @pytest.fixture(scope="module")
