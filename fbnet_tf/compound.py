@@ -346,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ft = commands.add_parser("fine-tune", help="few-shot: a compound head on the network's features (paper 4.5)")
     ft.add_argument("--model", required=True, help="a run directory or a .keras model (FaceBehaviorNet)")
     ft.add_argument("--data", nargs="+", required=True, metavar="DIR", help="compound-labelled TFRecord dirs")
-    ft.add_argument("--run-dir", required=True, help="where the fine-tuned model and its scores go")
+    ft.add_argument("--run-dir", required=True, help="the run directory to write (config.yaml, model.keras, "
+                                                      "compound.json): export and predict take it")
     ft.add_argument("--classes", help="class set (default: by database)")
     ft.add_argument("--head-only", action="store_true", help="train the new head only (features frozen)")
     # On the demo world these beat the zero-shot score (README); the paper does not give its schedule.
