@@ -279,6 +279,22 @@ def fine_tune_config(model_path: str, record_dirs: Sequence[str], class_names: S
     return config_lib.resolve_record_dirs(cfg).validate()
 
 
+def check_resumable(run_dir: str, cfg) -> None:
+    """ConfigError when `run_dir` holds the backup of a killed fine-tune of another network, class set, base or
+    head-only choice: its weights cannot resume this one."""
+    from fbnet_tf import config as config_lib
+    from fbnet_tf import runs
+
+    if not runs.completed_epochs(run_dir) or not runs.run_dir(run_dir).config.is_file():
+        return
+    previous, current = config_lib.to_dict(runs.load_config(run_dir)), config_lib.to_dict(cfg)
+    changed = [f"{section}.{key}" for section in ("model", "compound") for key in current[section]
+               if previous[section][key] != current[section][key]]
+    if changed:
+        raise config_lib.ConfigError(f"{run_dir}: its backup is of a fine-tune with different {', '.join(changed)}; "
+                                     "it cannot resume this one. Use another --run-dir")
+
+
 def fine_tune(model_path: str, record_dirs: Sequence[str], run_dir: str, *, classes=None, head_only: bool = False,
               epochs: int = 30, learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0) -> dict:
     """Few-shot compound recognition (paper 4.5): fine-tune on the train split, score the test split.
@@ -306,6 +322,7 @@ def fine_tune(model_path: str, record_dirs: Sequence[str], run_dir: str, *, clas
                          f"with one of {list(names)}; found {count} train images")
     cfg = fine_tune_config(model_path, record_dirs, names, head_only=head_only, epochs=epochs,
                            learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+    check_resumable(run_dir, cfg)
     os.makedirs(run_dir, exist_ok=True)
     config_lib.save(cfg, runs.run_dir(run_dir).config)
     model = compound_model(base, names, head_only=head_only)
