@@ -190,6 +190,7 @@ def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(fine_t
 
     run, records, out = fine_tuned["run"], fine_tuned["records"], fine_tuned["out"]
     tuned = keras.models.load_model(out / "model.keras")
+    assert [w.path for w in tuned.trainable_weights] == ["compound/kernel", "compound/bias"]  # still head-only
     images = np.stack([x for x, _ in compound.compound_dataset([str(records)], "test", RAFDB_COMPOUND, 32, 64,
                                                                training=False).unbatch().as_numpy_iterator()])
     network = network_of(runs.load_inference_model(run))
