@@ -556,8 +556,7 @@ def _build_version(model, root: Path, out: Path, model_name: str, version: int, 
     paths = version_paths(root, model_name, version)
     size = model_input_size(model)
     report = {"model": model_name, "version": version, "input_size": size, "outputs": model_outputs(model),
-              "parity_images": len(held),
-              "record_dirs": record_dirs, "files": {}}
+              "parity_images": len(held), "record_dirs": record_dirs, "files": {}}
 
     def final(path: Path) -> str:
         return str(out / path.relative_to(root))

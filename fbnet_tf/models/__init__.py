@@ -16,7 +16,8 @@ _LAZY = {
     "build_network": "facebehaviornet", "build_inference_model": "facebehaviornet",
     "build_trainer": "facebehaviornet",
     "FatauvaNet": "fatauvanet", "FatauvaNetTrainer": "fatauvanet", "RPolyBlock": "fatauvanet",
-    "decode_va_top3": "fatauvanet", "CompoundClassifier": "compound_classifier", "family": "registry", "family_of": "registry", "label_names": "registry",
+    "decode_va_top3": "fatauvanet", "CompoundClassifier": "compound_classifier",
+    "family": "registry", "family_of": "registry", "label_names": "registry",
 }
 
 __all__ = sorted([*_LAZY, "EXPERIMENTS", "MODEL_PRESETS", "SINGLE_TASK_EXPERIMENTS", "single_task_experiment"])
