@@ -1,5 +1,5 @@
-"""Zero-shot compound recognition: the paper's candidate score on hand-worked inputs, the class sets, and the
-command on compound-labelled records."""
+"""Compound recognition: the paper's zero-shot candidate score on hand-worked inputs, the class sets, the command on
+RAF-DB- and EmotioNet-style records; few-shot fine-tuning, whose run exports and predicts like any run."""
 import json
 
 import numpy as np
