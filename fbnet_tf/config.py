@@ -193,6 +193,17 @@ class RuntimeConfig:
 
 
 @dataclass
+class CompoundConfig:
+    """A few-shot compound run (`python -m fbnet_tf.compound fine-tune`): a softmax head over `classes` on the
+    features of the trained model `base`; `trainer`, `data` and `runtime` hold its epochs, learning rate, records
+    and seed. Empty `base`: not a compound run."""
+
+    base: str | None = None  # the run dir or .keras file whose features were fine-tuned
+    classes: list[str] = field(default_factory=list)  # the head's class names, in output order
+    head_only: bool = False  # True: the features were frozen, only the head trained
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -200,6 +211,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    compound: CompoundConfig = field(default_factory=CompoundConfig)
 
     def validate(self) -> "ExperimentConfig":
         """Raise ConfigError naming the field for a value the code cannot run with: every field against its

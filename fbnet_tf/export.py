@@ -20,7 +20,8 @@ SavedModel signatures:
   preprocessed     image: float32 [N, S, S, 3] RGB 0..255, framed at the model's input size -> the same outputs
   labels           () -> expression [7], action_units [17], valence_arousal [2] names (strings)
 A FATAUVA-Net run has `valence_arousal`, `action_units` over its own 14 AUs (AU45 included) and `attributes` [N,10]
-instead; `labels` and `assets/labels.json` name the columns of whatever outputs the model has.
+instead; a fine-tuned compound run (`fbnet_tf.compound fine-tune`) has `compound` [N,C] alone, over its class set;
+`labels` and `assets/labels.json` name the columns of whatever outputs the model has.
 The TFLite and ONNX files hold the `preprocessed` function (signature `serving_default`, input `image` float32
 [N, S, S, 3], the same named outputs; frame crops with `data.centre_crop` first; int8 TFLite takes uint8 input).
 The SavedModel is always written: it is the reference every other file is checked against.
@@ -47,7 +48,7 @@ from fbnet_tf.records import SPLITS
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("valence_arousal", "expression", "action_units", "attributes")
+OUTPUTS = ("valence_arousal", "expression", "action_units", "attributes", "compound")
 FORMATS = ("savedmodel", "tflite", "onnx")
 TFLITE_VARIANTS = ("fp32", "dynamic", "float16", "int8")
 SERVING_INPUT = "images"
@@ -372,17 +373,19 @@ def parity(reference: dict, candidate: dict) -> dict:
     def max_diff(key):
         return float(np.max(np.abs(reference[key] - candidate[key]))) if key in reference else 0.0
 
+    def argmax_agreement(key):
+        return float(np.mean(reference[key].argmax(1) == candidate[key].argmax(1))) if key in reference else 1.0
+
     report = {"images": int(len(next(iter(reference.values())))),
               "finite": bool(all(np.isfinite(candidate[k]).all() for k in reference)),
               # Probabilities in [0, 1] and VA in [-1, 1] (quantisation may overshoot by a step, hence the slack).
               "in_range": bool(all(np.all(np.abs(candidate[k] - 0.5 * (k != "valence_arousal"))
                                           <= (1.0 if k == "valence_arousal" else 0.5) + 1e-2) for k in reference)),
-              "expression_argmax_agreement": 1.0}
-    if "expression" in reference:
-        report["expression_argmax_agreement"] = float(np.mean(reference["expression"].argmax(1)
-                                                              == candidate["expression"].argmax(1)))
+              "expression_argmax_agreement": argmax_agreement("expression"),
+              "compound_argmax_agreement": argmax_agreement("compound")}
     report.update(max_abs_d_va=max_diff("valence_arousal"), max_abs_d_expression=max_diff("expression"),
-                  max_abs_d_au_prob=max_diff("action_units"), max_abs_d_attribute_prob=max_diff("attributes"))
+                  max_abs_d_au_prob=max_diff("action_units"), max_abs_d_attribute_prob=max_diff("attributes"),
+                  max_abs_d_compound=max_diff("compound"))
     return report
 
 
@@ -394,8 +397,9 @@ def check_parity(name: str, variant: str, reference: dict, candidate: dict) -> d
                         "expression_argmax_agreement": agreement_bound}
     report["ok"] = bool(report["finite"] and report["max_abs_d_va"] <= va_bound
                         and max(report["max_abs_d_expression"], report["max_abs_d_au_prob"],
-                                report["max_abs_d_attribute_prob"]) <= prob_bound
-                        and report["expression_argmax_agreement"] >= agreement_bound)
+                                report["max_abs_d_attribute_prob"], report["max_abs_d_compound"]) <= prob_bound
+                        and min(report["expression_argmax_agreement"],
+                                report["compound_argmax_agreement"]) >= agreement_bound)
     if not report["finite"]:
         raise ParityError(f"{name}: outputs NaN/Inf on the parity images (a broken conversion)")
     if not report["in_range"]:
@@ -551,8 +555,8 @@ def _build_version(model, root: Path, out: Path, model_name: str, version: int, 
     name where the files will be once moved to `out`."""
     paths = version_paths(root, model_name, version)
     size = model_input_size(model)
-    report = {"model": model_name, "version": version, "input_size": size, "parity_images": len(held),
-              "record_dirs": record_dirs, "files": {}}
+    report = {"model": model_name, "version": version, "input_size": size, "outputs": model_outputs(model),
+              "parity_images": len(held), "record_dirs": record_dirs, "files": {}}
 
     def final(path: Path) -> str:
         return str(out / path.relative_to(root))
@@ -596,13 +600,16 @@ def _build_version(model, root: Path, out: Path, model_name: str, version: int, 
 
 
 def parity_table(report: dict) -> str:
-    """The parity report as a fixed-width table."""
-    lines = [f"{'file':<16} {'MB':>8} {'argmax agree':>12} {'max|dVA|':>10} {'max|dAU|':>10} {'max|dEXPR|':>10}  ok",
-             "-" * 76]
+    """The parity report as a fixed-width table (argmax agreement: of the expression and compound outputs)."""
+    compound = "compound" in report.get("outputs", ())
+    lines = [f"{'file':<16} {'MB':>8} {'argmax agree':>12} {'max|dVA|':>10} {'max|dAU|':>10} {'max|dEXPR|':>10}"
+             + (f" {'max|dCOMP|':>10}" if compound else "") + "  ok", "-" * (87 if compound else 76)]
     for name, row in report["files"].items():
-        lines.append(f"{name:<16} {row['bytes'] / 1e6:8.2f} {row['expression_argmax_agreement']:12.3f} "
+        agreement = min(row["expression_argmax_agreement"], row.get("compound_argmax_agreement", 1.0))
+        lines.append(f"{name:<16} {row['bytes'] / 1e6:8.2f} {agreement:12.3f} "
                      f"{row['max_abs_d_va']:10.2e} {row['max_abs_d_au_prob']:10.2e} "
-                     f"{row['max_abs_d_expression']:10.2e}  {'yes' if row['ok'] else 'NO'}")
+                     f"{row['max_abs_d_expression']:10.2e}" + (f" {row['max_abs_d_compound']:10.2e}" if compound
+                                                                else "") + f"  {'yes' if row['ok'] else 'NO'}")
     return "\n".join(lines)
 
 

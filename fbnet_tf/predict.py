@@ -41,7 +41,8 @@ FACE_COLUMNS = ("file", "frame", "time", "x", "y", "w", "h", "face_score")
 # The columns of a FaceBehaviorNet (a single-task one leaves the outputs it lacks empty); other models write
 # `columns_for` their own outputs.
 COLUMNS = (*FACE_COLUMNS, *VA_NAMES, "top_expression", *EXPRESSIONS, *AU_NAMES)
-OUTPUT_ORDER = ("valence_arousal", "expression", "action_units", "attributes")
+OUTPUT_ORDER = ("valence_arousal", "expression", "action_units", "attributes", "compound")
+TOP_COLUMNS = {"expression": "top_expression", "compound": "top_compound"}  # the arg-max class, before the output's
 ERROR_COLUMNS = ("file", "frame", "reason")
 DETECT_MAX_SIDE = 1920  # larger frames are searched for faces at this size (MTCNN's pyramid needs GBs at 6000 px)
 
@@ -66,13 +67,13 @@ def canonical_labels(outputs=("valence_arousal", "expression", "action_units")) 
 
 def columns_for(labels: dict) -> tuple[str, ...]:
     """The CSV columns of a model whose outputs carry these label names: `COLUMNS` when they are the canonical
-    ones (or some of them), else the face columns and each output's own names (with `top_expression`)."""
+    ones (or some of them), else the face columns and each output's own names (with `TOP_COLUMNS`)."""
     if all(names == canonical_labels().get(key) for key, names in labels.items()):
         return COLUMNS
     columns = list(FACE_COLUMNS)
     for key in OUTPUT_ORDER:
         if key in labels:
-            columns += (["top_expression"] if key == "expression" else []) + list(labels[key])
+            columns += ([TOP_COLUMNS[key]] if key in TOP_COLUMNS else []) + list(labels[key])
     return tuple(columns)
 
 
@@ -315,8 +316,8 @@ def _row(frame: Frame, found, outputs: dict, labels: dict, columns) -> dict:
            "face_score": float(found.score)}
     for key in OUTPUT_ORDER:
         names = labels.get(key) or canonical_labels().get(key, [])
-        if key == "expression" and "top_expression" in columns:
-            row["top_expression"] = names[int(np.argmax(outputs[key]))] if key in outputs else ""
+        if TOP_COLUMNS.get(key) in columns:
+            row[TOP_COLUMNS[key]] = names[int(np.argmax(outputs[key]))] if key in outputs else ""
         # A model without some output (a single-task one) leaves its columns empty (NaN).
         values = outputs.get(key, np.full(len(names), np.nan))
         row.update({name: float(v) for name, v in zip(names, values) if name in columns})

@@ -16,7 +16,8 @@ _LAZY = {
     "build_network": "facebehaviornet", "build_inference_model": "facebehaviornet",
     "build_trainer": "facebehaviornet",
     "FatauvaNet": "fatauvanet", "FatauvaNetTrainer": "fatauvanet", "RPolyBlock": "fatauvanet",
-    "decode_va_top3": "fatauvanet", "family": "registry", "family_of": "registry", "label_names": "registry",
+    "decode_va_top3": "fatauvanet", "CompoundClassifier": "compound_classifier",
+    "family": "registry", "family_of": "registry", "label_names": "registry",
 }
 
 __all__ = sorted([*_LAZY, "EXPERIMENTS", "MODEL_PRESETS", "SINGLE_TASK_EXPERIMENTS", "single_task_experiment"])
@@ -32,6 +33,7 @@ def __getattr__(name):
 
 def register_serializables() -> None:
     """Import the modules whose Keras classes a saved `model.keras` refers to."""
+    import fbnet_tf.models.compound_classifier  # noqa: F401
     import fbnet_tf.models.facebehaviornet  # noqa: F401
     import fbnet_tf.models.fatauvanet  # noqa: F401
     import fbnet_tf.models.vggface  # noqa: F401

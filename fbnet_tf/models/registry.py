@@ -9,6 +9,7 @@ A family is a module in `fbnet_tf/models/` that provides:
     stage_names(config) -> [name, ...]               training stages, in order (one for a jointly trained family)
     training_data(config, stage, strategy)           (train dataset, steps per epoch, validation dataset or None)
 and its network has `label_names()` -> {output: [column names]}. Nothing outside `models/` names a family.
+A task model built on a family's features (`compound_classifier.CompoundClassifier`) has `label_names()` itself.
 """
 from __future__ import annotations
 
@@ -54,12 +55,14 @@ def family_of(model):
 def label_names(model) -> dict[str, list[str]]:
     """{output name: column names} of the outputs `model` (an inference model) gives.
 
-    A model that holds no family's network (e.g. a hand-made Keras model with the same output names) gets the
+    A task model on a family's features names its own (the compound classifier: `compound` over its class set). A
+    model that holds no family's network (e.g. a hand-made Keras model with the same output names) gets the
     canonical label spaces of `fbnet_tf.labels`."""
     from fbnet_tf.labels import AU_NAMES, EXPRESSIONS, VA_NAMES
 
     try:
-        names = family_of(model)[1].label_names()
+        names = model.label_names() if callable(getattr(model, "label_names", None)) \
+            else family_of(model)[1].label_names()
     except ValueError:
         names = {"valence_arousal": list(VA_NAMES), "expression": list(EXPRESSIONS), "action_units": list(AU_NAMES)}
     outputs = model.output if isinstance(model.output, dict) else {}
