@@ -1,14 +1,16 @@
-"""The paper's result tables in one command: Table 2's rows, Table 4's single-task baselines, Table 5's zero-shot rows.
+"""The paper's result tables in one command: Table 2's rows, Table 4's single-task baselines, Table 5's compound rows.
 
     python -m fbnet_tf.ablation --records DIR [DIR ...] --seeds 3 --out DIR [--preset small] [--set KEY=VALUE ...]
-                                [--compound DIR ...] [--only NAME,...] [--dry-run]
+                                [--compound DIR ...] [--few-shot-epochs N] [--only NAME,...] [--dry-run]
 
 Each (experiment, seed) trains into `<out>/<experiment>/seed<k>/` with `fbnet_tf.train.train` and is evaluated there
-(`evaluation.json`; with `--compound`, the zero-shot `compound.json` too). A single-task baseline gets as many steps
-per epoch as the joint model (one pass over its own stream would be a third of the updates). A run whose results exist is not run
-again, and a killed one resumes, so rerunning the command finishes what is missing. At the end it prints and writes
-(`tables.md`, `ablation.json`, `ablation.png`) Tables 2, 4 and 5 with the mean and the spread (sample standard
-deviation) over seeds. The few-shot rows of Table 5 are not produced here.
+(`evaluation.json`). With `--compound`, the runs Table 5 compares (no coupling, both couplings) are also scored
+zero-shot on those records (`compound.json`) and fine-tuned on each one's train split, all layers, into
+`few_shot/<records>/` (`fbnet_tf.compound.fine_tune`: the few-shot rows). A single-task baseline gets as many steps
+per epoch as the joint model (one pass over its own stream would be a third of the updates). A run whose results
+exist is not run again, and a killed one resumes, so rerunning the command finishes what is missing. At the end it
+prints and writes (`tables.md`, `ablation.json`, `ablation.png`) Tables 2, 4 and 5 with the mean and the spread
+(sample standard deviation) over seeds.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fbnet_tf import cli, runs
 from fbnet_tf import config as config_lib
-from fbnet_tf import runs
 
 # Table 2: no coupling once, then each coupling under each relatedness table (the paper's row order).
 TABLE2_ROWS = ("no_coupling",
@@ -67,7 +69,7 @@ def run_config(run: Run, records: Sequence[str], preset: str, overrides: Sequenc
 
 
 def execute(run: Run, records: Sequence[str], preset: str, overrides: Sequence[str],
-            compound_records: Sequence[str] = ()) -> None:
+            compound_records: Sequence[str] = (), few_shot_epochs: int = 30) -> None:
     """Train (or resume) one run, then evaluate it into its run directory."""
     import keras
 
@@ -89,33 +91,48 @@ def execute(run: Run, records: Sequence[str], preset: str, overrides: Sequence[s
     if compound_records and run.experiment in ZERO_SHOT_ROWS and "expr" in cfg.model.tasks:
         results = compound.zero_shot(model, compound_records, out_dir=str(run.run_dir), model_name=run.experiment)
         runs.write_json(run.run_dir / "compound.json", results)
+        for records_dir in compound_records:
+            few_shot = few_shot_dir(run, records_dir)
+            if (few_shot / "compound.json").is_file():
+                continue
+            try:
+                compound.fine_tune(str(run.run_dir), [records_dir], str(few_shot), epochs=few_shot_epochs,
+                                   seed=run.seed)
+            except ValueError as error:  # records for zero-shot only (no compound-labelled train split)
+                print(f"ablation: no few-shot row from {records_dir}: {error}", file=sys.stderr)
     report = evaluate.evaluate(model, cfg.data.record_dirs, out_dir=None, row_name=run.experiment, verbose=False)
     if not report["databases"]:
         raise RuntimeError(f"{run.run_dir}: the evaluation found no test or validation records in {records}")
     runs.write_json(run.run_dir / "evaluation.json", report)  # last: its presence marks the run done
 
 
+def few_shot_dir(run: Run, records_dir: str) -> Path:
+    return run.run_dir / "few_shot" / Path(records_dir).resolve().name
+
+
 # ---------------------------------------------------------------- tables
 
 def collect(runs_: Sequence[Run]) -> dict:
-    """{experiment: {"databases": {db: {metric: [values over seeds]}}, "compound": {db: {metric: [...]}}}}."""
+    """{experiment: {"databases": {db: {metric: [values over seeds]}}, "compound": {db: {metric: [...]}},
+    "few_shot": {db: {metric: [...]}}}} (compound: zero-shot)."""
     out: dict = {}
     for run in runs_:
         if not run.done:
             continue
-        entry = out.setdefault(run.experiment, {"databases": {}, "compound": {}, "seeds": []})
+        entry = out.setdefault(run.experiment, {"databases": {}, "compound": {}, "few_shot": {}, "seeds": []})
         entry["seeds"].append(run.seed)
         report = json.loads((run.run_dir / "evaluation.json").read_text())
         for db, scores in report["databases"].items():
             for metric, value in scores.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     entry["databases"].setdefault(db, {}).setdefault(metric, []).append(float(value))
-        compound_file = run.run_dir / "compound.json"
-        if compound_file.is_file():
-            for db, scores in json.loads(compound_file.read_text()).items():
-                if isinstance(scores, dict) and "mean_diagonal" in scores:
-                    for metric in ("f1", "uar", "mean_diagonal"):
-                        entry["compound"].setdefault(db, {}).setdefault(metric, []).append(float(scores[metric]))
+        for route, files in (("compound", [run.run_dir / "compound.json"]),
+                             ("few_shot", sorted(run.run_dir.glob("few_shot/*/compound.json")))):
+            for compound_file in (f for f in files if f.is_file()):
+                for db, scores in json.loads(compound_file.read_text()).items():
+                    if isinstance(scores, dict) and "mean_diagonal" in scores:
+                        for metric in ("f1", "uar", "mean_diagonal"):
+                            entry[route].setdefault(db, {}).setdefault(metric, []).append(float(scores[metric]))
     return out
 
 
@@ -167,13 +184,14 @@ def tables(results: dict) -> str:
     table4 = [baseline_cells] if any(b in results for b in BASELINES) else []
     table4 += [row(name) for name in ("no_coupling", *BOTH_COUPLINGS) if name in results]
     parts.append(_markdown("Table 4: single-task baselines against FaceBehaviorNet", header, table4))
-    compound_rows = [[f"zero-shot, {name}",
-                      cell(results[name]["compound"].get("emotionet", {}).get("f1")),
-                      cell(results[name]["compound"].get("emotionet", {}).get("uar")),
-                      cell(results[name]["compound"].get("rafdb", {}).get("mean_diagonal"))]
-                     for name in ZERO_SHOT_ROWS if results.get(name, {}).get("compound")]
+    compound_rows = [[f"{label}, {name}",
+                      cell(results[name][route].get("emotionet", {}).get("f1")),
+                      cell(results[name][route].get("emotionet", {}).get("uar")),
+                      cell(results[name][route].get("rafdb", {}).get("mean_diagonal"))]
+                     for route, label in (("compound", "zero-shot"), ("few_shot", "fine-tuned"))
+                     for name in ZERO_SHOT_ROWS if results.get(name, {}).get(route)]
     if compound_rows:
-        parts.append(_markdown("Table 5: compound expressions, zero-shot",
+        parts.append(_markdown("Table 5: compound expressions, zero-shot and fine-tuned (all layers)",
                                ["", "EmotioNet F1", "EmotioNet UAR", "RAF-DB mean diag."], compound_rows))
     return "\n\n".join(parts)
 
@@ -212,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (e.g. trainer.epochs=6)")
     parser.add_argument("--compound", nargs="+", default=[], metavar="DIR",
-                        help="compound-labelled records: add Table 5's zero-shot rows")
+                        help="compound-labelled records: add Table 5's zero-shot and fine-tuned rows")
+    parser.add_argument("--few-shot-epochs", type=cli.integer(1), default=30,
+                        help="epochs of each fine-tuned row (all layers, the compound fine-tune default)")
     parser.add_argument("--only", help="comma-separated experiments to run (default: all of Tables 2 and 4)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = parser.parse_args(argv)
@@ -236,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"ablation: {len(runs_)} runs, {len(runs_) - len(todo)} already done", file=sys.stderr)
     for k, run in enumerate(todo, start=1):
         print(f"ablation [{k}/{len(todo)}] {run.experiment} seed {run.seed} -> {run.run_dir}", file=sys.stderr)
-        execute(run, args.records, args.preset, args.overrides, args.compound)
+        execute(run, args.records, args.preset, args.overrides, args.compound, args.few_shot_epochs)
     results = collect(runs_)
     if not results:
         print("ablation: no run has results", file=sys.stderr)

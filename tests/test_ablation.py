@@ -63,3 +63,23 @@ def test_two_experiments_two_seeds_then_resume(tmp_path, capsys):
     capsys.readouterr()
     assert ablation.main(args) == 0  # everything done: nothing retrained
     assert "4 runs, 4 already done" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compound_records_add_table5s_zero_shot_and_fine_tuned_rows(tmp_path):
+    from test_compound import _compound_records
+
+    records = _records(tmp_path / "records")
+    compound_records = _compound_records(tmp_path / "rafdb_compound", (("train", 22), ("test", 22)))
+    out = tmp_path / "ablation"
+    assert ablation.main(["--records", *records, "--out", str(out), "--seeds", "1", "--preset", "tiny",
+                          "--only", "no_coupling", "--set", "trainer.epochs=1", "--set", "data.batch_size=12",
+                          "--set", "data.validation=false", "--set", "trainer.verbose=0",
+                          "--compound", str(compound_records), "--few-shot-epochs", "1"]) == 0
+    run = out / "no_coupling" / "seed0"
+    zero_shot = json.loads((run / "compound.json").read_text())["rafdb"]["mean_diagonal"]
+    few_shot = json.loads((run / "few_shot" / "rafdb_compound" / "compound.json").read_text())
+    assert few_shot["fine_tune"]["epochs"] == 1 and not few_shot["fine_tune"]["head_only"]
+    tables = (out / "tables.md").read_text()
+    assert f"| zero-shot, no_coupling | - | - | {ablation.cell([zero_shot])} |" in tables
+    assert f"| fine-tuned, no_coupling | - | - | {ablation.cell([few_shot['rafdb']['mean_diagonal']])} |" in tables
