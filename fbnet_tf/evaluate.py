@@ -394,6 +394,10 @@ def _heading(key: str) -> str:
     return next((heading for k, heading, _ in TABLE_COLUMNS if k == key), key)
 
 
+# The model outputs this module scores; others (a fine-tuned compound head) have their own command.
+SCORED_OUTPUTS = ("valence_arousal", "expression", "action_units", "attributes")
+
+
 class NothingEvaluated(ValueError):
     """No database of the given record directories had a split to evaluate; the message lists why."""
 
@@ -433,6 +437,12 @@ def evaluate(model, record_dirs: str | Iterable[str], split: str | None = None, 
         if not collected:
             skipped[str(record_dir)] = f"its {chosen} split holds no record"
             continue
+        outputs = sorted(key.removeprefix("pred_") for key in collected if key.startswith("pred_"))
+        if not set(outputs) & set(SCORED_OUTPUTS):
+            raise NothingEvaluated(f"the model's outputs ({', '.join(outputs)}) are none that evaluate scores "
+                                   f"({', '.join(SCORED_OUTPUTS)})" + ("; a fine-tuned compound run is scored by "
+                                   "`python -m fbnet_tf.compound fine-tune` (its compound.json)"
+                                   if "compound" in outputs else ""))
         keys = np.array([database_key(s) for s in collected["source"]])
         for key in np.unique(keys):
             by_database.setdefault(str(key), []).append(_subset(collected, keys == key))

@@ -207,7 +207,7 @@ def test_fine_tune_head_only_keeps_the_features_and_scores_the_test_split(fine_t
 
 
 @pytest.mark.slow
-def test_a_fine_tuned_run_exports_and_predicts_its_compound_classes(fine_tuned, tmp_path):
+def test_a_fine_tuned_run_exports_and_predicts_its_compound_classes(fine_tuned, tmp_path, capsys):
     """The fine-tuned run is a run: its config says what it is, export writes the class names beside a SavedModel
     and a TFLite file that compute the Keras model's probabilities, and predict writes them as columns."""
     import skimage.data
@@ -252,6 +252,11 @@ def test_a_fine_tuned_run_exports_and_predicts_its_compound_classes(fine_tuned, 
 
     # the candidate score needs the base model's outputs: a fine-tuned run is refused, with the reason
     assert compound.main(["zero-shot", "--model", str(out), "--data", str(records), "--out", str(tmp_path)]) == 1
+    # nor is there anything for evaluate to score: it says so and exits 1, leaving compound.json alone
+    from fbnet_tf import evaluate
+
+    assert evaluate.main(["--run-dir", str(out), "--data", str(records)]) == 1
+    assert "none that evaluate scores" in capsys.readouterr().err and not (out / "evaluation.json").exists()
 
 
 def _image_file(folder, image):
