@@ -29,7 +29,7 @@ from typing import Sequence
 
 from fbnet_tf import cli
 from fbnet_tf import config as config_lib
-from fbnet_tf import runs
+from fbnet_tf import precision, runs
 
 log = logging.getLogger("fbnet_tf.train")
 
@@ -297,6 +297,7 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     cfg = cfg.validate()
     _check_inputs(cfg, own_pipeline=train_data is None)
+    precision.check_available(cfg.trainer.mixed_precision)
     if cfg.data.all_record_dirs():  # stored absolute: the run evaluates and exports from any folder
         cfg = config_lib.resolve_record_dirs(cfg)
     configure_runtime(cfg.runtime)
@@ -374,7 +375,9 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
     epochs = int(cfg.trainer.stage_epochs.get(stage, cfg.trainer.epochs))
 
-    with strategy.scope():
+    # Layers take the policy they are built under and keep it (their weights stay float32); the global policy is
+    # restored at once so that nothing else in the process (a notebook's next model, a test) inherits it.
+    with precision.policy(cfg.trainer.mixed_precision), strategy.scope():
         trainer = family.build_trainer(cfg, stage=stage)
         trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
                         jit_compile=use_jit(cfg.trainer.jit_compile))
