@@ -249,6 +249,9 @@ def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig) -> None
     current = config_lib.to_dict(cfg)
     changed = [f"{section}.{key}" for section in ("model", "loss") for key in current[section]
                if key != "weights" and previous[section][key] != current[section][key]]
+    scaled = [c["trainer"]["mixed_precision"] == "mixed_float16" for c in (previous, current)]
+    if scaled[0] != scaled[1]:  # a LossScaleOptimizer's backup holds other variables than a plain optimizer's
+        changed.append("trainer.mixed_precision")
     if changed:
         raise config_lib.ConfigError(f"{run.config}: the run in {run.root} was started with different "
                                      f"{', '.join(changed)}; its backup cannot resume this config. "
