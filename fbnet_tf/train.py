@@ -490,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
             return 0
+        precision.check_available(cfg.trainer.mixed_precision)  # before the demo renders anything
         if cfg.name == "demo" and not cfg.data.record_dirs:  # the demo into any folder, with its own data
             cli.quiet_tensorflow()
             run_demo(run_dir=args.run_dir or DEMO_RUN, cfg=cfg)

@@ -30,7 +30,7 @@ def test_policy_is_applied_in_the_block_and_restored_after_it_even_on_error():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_mixed_float16_is_refused_without_a_gpu_before_the_run_dir_exists(tmp_path):
+def test_mixed_float16_is_refused_without_a_gpu_before_the_run_dir_exists(tmp_path, monkeypatch):
     from fbnet_tf import precision, train
 
     precision.check_available("mixed_float16", gpus=1)  # a GPU: fine
@@ -42,6 +42,10 @@ def test_mixed_float16_is_refused_without_a_gpu_before_the_run_dir_exists(tmp_pa
         with pytest.raises(config.ConfigError, match="needs a GPU"):
             train.train(cfg, tmp_path / "run", train_data=object(), steps_per_epoch=1)
         assert not (tmp_path / "run").exists()
+        monkeypatch.chdir(tmp_path)
+        code = train.main(["--experiment", "demo", "--set", "trainer.mixed_precision=mixed_float16",
+                           "--run-dir", str(tmp_path / "demo")])  # refused before the demo renders its world
+        assert code == 2 and not (tmp_path / "demo").exists() and not (tmp_path / "demo_data").exists()
 
 
 def test_outputs_are_float32_under_mixed_bfloat16_for_both_families():
