@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
                 print(f"  {name}: skipped ({err})", flush=True)
                 continue
             rows[name] = statistics.median(step_seconds(cfg, policy, jit, images, targets, args.steps))
+            keras.backend.clear_session()  # free the row's trainer (weights, Adam state) before the next one
             print(f"  {name}: {rows[name]:.3f} s a step", flush=True)
     timed = {k: v for k, v in rows.items() if isinstance(v, float)}
     if not timed:
