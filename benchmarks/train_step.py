@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                 # paper preset, 96x96, batch 32, 16 rounds (~4 min)
     python benchmarks/train_step.py --preset small --batch 64 --steps 20
+    python benchmarks/train_step.py --mixed-precision mixed_bfloat16   # + the backbone and full step in bf16
 
 Rows (all on the same images; every update is an Adam step with the optimizer training uses, FusedAdam):
 - bare backbone, forward + backward: the 13 VGG-FACE conv layers, gradients of a plain MSE, no update.
@@ -10,6 +11,8 @@ Rows (all on the same images; every update is an Adam step with the optimizer tr
                   proportion) with its masks, eq. 1 + soft co-annotation + distribution matching, every loss term
                   and the streaming metrics logged.
 - full step, keras.optimizers.Adam: the same with Keras's own Adam, whose update is a dozen passes over memory.
+- with --mixed-precision P: the bare backbone and the full step again, built under the Keras policy P
+  (`trainer.mixed_precision`; float32 weights, heads and losses), in the same rounds as their float32 rows.
 Each round runs every row once, in a shuffled order, so that load from other processes and the order itself hit every
 row alike; a row's ratio is the median over rounds of (reference step time / its step time) in the same round (step
 times on this machine vary by +-10% from one step to the next, far more than the differences measured). The target is
@@ -30,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fbnet_tf import config  # noqa: E402
+from fbnet_tf import config, precision  # noqa: E402
 from fbnet_tf.labels import AUS, EXPRESSIONS  # noqa: E402
 from fbnet_tf.models import facebehaviornet as fbn  # noqa: E402
 from fbnet_tf.optimizers import FusedAdam  # noqa: E402
@@ -62,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=16, help="timed steps per row (after one warm-up step)")
     parser.add_argument("--jit", action="store_true", help="XLA (slower on CPU, see stack notes)")
+    parser.add_argument("--mixed-precision", choices=[p for p in config.PRECISIONS if p != "float32"],
+                        help="also time the backbone and the full step under this policy")
     args = parser.parse_args(argv)
 
     cfg = config.override(config.experiment("soft_coannotation_distr_matching_du2014"),
@@ -82,21 +87,30 @@ def main(argv=None) -> int:
     compiled(bare_network, loss="mse")
     network_zeros = {k: np.zeros((args.batch, v.shape[-1]), np.float32) for k, v in network_outputs.items()}
 
-    backbone = fbn.build_network(cfg).backbone
     image_tensor = tf.constant(images)
 
-    @tf.function(jit_compile=args.jit)
-    def backbone_gradients(x):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(backbone(x, training=True)))
-        return tape.gradient(loss, backbone.trainable_variables)
+    def backbone_step():
+        backbone = fbn.build_network(cfg).backbone
+
+        @tf.function(jit_compile=args.jit)
+        def backbone_gradients(x):
+            with tf.GradientTape() as tape:  # the mean in float32 whatever the backbone computes in
+                loss = tf.reduce_mean(tf.square(tf.cast(backbone(x, training=True), tf.float32)))
+            return tape.gradient(loss, backbone.trainable_variables)
+
+        return lambda: backbone_gradients(image_tensor)
 
     rows = {
-        REFERENCE: lambda: backbone_gradients(image_tensor),
+        REFERENCE: backbone_step(),
         "bare network (+FC, heads, MSE)": lambda: bare_network.train_on_batch(images, network_zeros),
         FULL: lambda: trainer.train_on_batch(images, targets),
         "full step, keras.optimizers.Adam": lambda: keras_adam_trainer.train_on_batch(images, targets),
     }
+    if args.mixed_precision:
+        with precision.policy(args.mixed_precision):
+            rows[f"bare backbone, forward + backward, {args.mixed_precision}"] = backbone_step()
+            mixed_trainer = compiled(fbn.build_trainer(cfg))
+        rows[f"full step, {args.mixed_precision}"] = lambda: mixed_trainer.train_on_batch(images, targets)
     times = {name: [] for name in rows}
     print(f"preset={args.preset} ({size}x{size}, width {cfg.model.width}, FC {cfg.model.fc_units}), "
           f"batch {args.batch}, {args.steps} timed steps, jit_compile={args.jit}; warming up (tracing) ...",
@@ -125,6 +139,11 @@ def main(argv=None) -> int:
               f"{ratios[name]:>15.3f} |")
     print(f"\nfull step / bare backbone forward + backward: {ratios[FULL]:.3f} (median of {args.steps} paired "
           f"steps); target >= 0.95")
+    if args.mixed_precision:  # each mixed row against its float32 row of the same round: > 1 means faster
+        for name, mixed in ((REFERENCE, f"bare backbone, forward + backward, {args.mixed_precision}"),
+                            (FULL, f"full step, {args.mixed_precision}")):
+            speedup = statistics.median(f / m for f, m in zip(times[name], times[mixed]))
+            print(f"{mixed} / float32 speed: {speedup:.3f} (median of {args.steps} paired steps)")
     return 0
 
 

@@ -25,6 +25,7 @@ TASKS = ("va", "expr", "au")
 COUPLINGS = ("none", "coannotation", "soft_coannotation", "distribution_matching",
              "soft_coannotation+distribution_matching")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies (fbnet_tf.precision)
 
 
 class ConfigError(ValueError):
@@ -178,6 +179,9 @@ class TrainerConfig:
     steps_per_epoch: int | None = ranged(None, low=1)
     validation_steps: int | None = ranged(None, low=1)  # None: the whole validation split
     jit_compile: Literal["auto"] | bool = "auto"  # "auto": XLA on GPU only (on CPU it is slower, 8.9 vs 10.8 img/s)
+    # Keras dtype policy of the network (fbnet_tf.precision); heads, losses and weights stay float32 under every one.
+    # mixed_float16 (loss-scaled) needs a GPU.
+    mixed_precision: Literal[PRECISIONS] = "float32"
     verbose: Literal["auto", 0, 1, 2] = "auto"  # Keras progress: "auto", 0 silent, 1 bar, 2 one line per epoch
 
 

@@ -29,7 +29,7 @@ from typing import Sequence
 
 from fbnet_tf import cli
 from fbnet_tf import config as config_lib
-from fbnet_tf import runs
+from fbnet_tf import precision, runs
 
 log = logging.getLogger("fbnet_tf.train")
 
@@ -250,6 +250,9 @@ def _check_resumable(run: runs.RunDir, cfg: config_lib.ExperimentConfig, stage: 
     current = config_lib.to_dict(cfg)
     changed = [f"{section}.{key}" for section in ("model", "loss") for key in current[section]
                if key != "weights" and previous[section][key] != current[section][key]]
+    scaled = [c["trainer"]["mixed_precision"] == "mixed_float16" for c in (previous, current)]
+    if scaled[0] != scaled[1]:  # a LossScaleOptimizer's backup holds other variables than a plain optimizer's
+        changed.append("trainer.mixed_precision")
     if changed:
         raise config_lib.ConfigError(f"{run.config}: the run in {run.root} was started with different "
                                      f"{', '.join(changed)}; its backup cannot resume this config. "
@@ -305,6 +308,7 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
 
     cfg = cfg.validate()
     _check_inputs(cfg, own_pipeline=train_data is None)
+    precision.check_available(cfg.trainer.mixed_precision)
     if cfg.data.all_record_dirs():  # stored absolute: the run evaluates and exports from any folder
         cfg = config_lib.resolve_record_dirs(cfg)
     configure_runtime(cfg.runtime)
@@ -382,7 +386,9 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
     epochs, _ = _epochs(cfg, stage)
 
-    with strategy.scope():
+    # Layers take the policy they are built under and keep it (their weights stay float32); the global policy is
+    # restored at once so that nothing else in the process (a notebook's next model, a test) inherits it.
+    with precision.policy(cfg.trainer.mixed_precision), strategy.scope():
         trainer = family.build_trainer(cfg, stage=stage)
         trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
                         jit_compile=use_jit(cfg.trainer.jit_compile))
@@ -492,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
             return 0
+        precision.check_available(cfg.trainer.mixed_precision)  # before the demo renders anything
         if cfg.name == "demo" and not cfg.data.record_dirs:  # the demo into any folder, with its own data
             cli.quiet_tensorflow()
             run_demo(run_dir=args.run_dir or DEMO_RUN, cfg=cfg)

@@ -51,7 +51,8 @@ class FaceBehaviorNet(keras.Model):
         x = layers.Dropout(dropout, name="dropout6")(x)
         x = layers.Dense(fc_units, activation="relu", kernel_initializer=INITIALIZER, name="fc7")(x)
         x = layers.Dropout(dropout, name="dropout7")(x)
-        outputs = {HEADS[t][0]: layers.Dense(HEADS[t][1], name=HEADS[t][0])(x) for t in tasks}
+        # float32 heads under a mixed precision policy (fbnet_tf.precision): the losses and metrics need its range.
+        outputs = {HEADS[t][0]: layers.Dense(HEADS[t][1], dtype="float32", name=HEADS[t][0])(x) for t in tasks}
         super().__init__(inputs=images, outputs=outputs, name=kwargs.pop("name", "facebehaviornet"), **kwargs)
 
         # === Config ===
@@ -91,7 +92,8 @@ class ClipToUnitRange(layers.Layer):
 
 
 def inference_model(network: FaceBehaviorNet) -> keras.Model:
-    """The deployable model: input "image" (float RGB 0..255, [N, S, S, 3]) -> named probabilities.
+    """The deployable model: input "image" (float RGB 0..255, [N, S, S, 3]) -> named probabilities, float32 under
+    every precision policy.
 
     Outputs (those of `network.tasks`): "valence_arousal" [N, 2] clipped to [-1, 1], "expression" [N, 7] softmax
     (order `labels.EXPRESSIONS`), "action_units" [N, 17] sigmoid (order `labels.AUS`). Shares `network`'s weights.
@@ -100,11 +102,13 @@ def inference_model(network: FaceBehaviorNet) -> keras.Model:
     raw = network(images)
     outputs = {}
     if "valence_arousal" in raw:
-        outputs["valence_arousal"] = ClipToUnitRange(name="valence_arousal")(raw["valence_arousal"])
+        outputs["valence_arousal"] = ClipToUnitRange(dtype="float32", name="valence_arousal")(raw["valence_arousal"])
     if "expression_logits" in raw:
-        outputs["expression"] = layers.Activation("softmax", name="expression")(raw["expression_logits"])
+        outputs["expression"] = layers.Activation("softmax", dtype="float32", name="expression")(
+            raw["expression_logits"])
     if "au_logits" in raw:
-        outputs["action_units"] = layers.Activation("sigmoid", name="action_units")(raw["au_logits"])
+        outputs["action_units"] = layers.Activation("sigmoid", dtype="float32", name="action_units")(
+            raw["au_logits"])
     return keras.Model(images, outputs, name=f"{network.name}_inference")
 
 

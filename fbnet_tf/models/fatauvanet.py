@@ -185,7 +185,8 @@ class FatauvaNet(keras.Model):
             x = layers.GlobalAveragePooling2D(name=f"{prefix}_gap")(x)
             x = layers.Dense(fc_units, activation="relu", kernel_initializer="he_uniform", name=f"{prefix}_fc1")(x)
             x = layers.Dense(fc_units, activation="relu", kernel_initializer="he_uniform", name=f"{prefix}_fc2")(x)
-            return layers.Dense(units, name=f"{prefix}_fc3")(x), x
+            # float32 outputs under a mixed precision policy (fbnet_tf.precision): the losses need their range.
+            return layers.Dense(units, dtype="float32", name=f"{prefix}_fc3")(x), x
 
         # === Layers ===
         images = keras.Input(shape=(image_size, image_size, 3), name="image")
@@ -209,7 +210,7 @@ class FatauvaNet(keras.Model):
             parts[branch] = y
             for name in names:
                 attribute_logits.append(head(y, 1, f"attribute_{branch}_{_layer_name(name)}")[0])
-        outputs = {"attribute_logits": layers.Concatenate(name="attribute_logits")(attribute_logits)}
+        outputs = {"attribute_logits": layers.Concatenate(dtype="float32", name="attribute_logits")(attribute_logits)}
 
         au_maps, au_logits = {}, {}
         if not fatva:
@@ -221,7 +222,7 @@ class FatauvaNet(keras.Model):
                 au_maps[branch] = y
                 for number in numbers:
                     au_logits[number] = head(y, 1, f"{prefix}_au{number}")[0]
-            outputs["au_logits"] = layers.Concatenate(name="au_logits")([au_logits[n] for n in AUS])
+            outputs["au_logits"] = layers.Concatenate(dtype="float32", name="au_logits")([au_logits[n] for n in AUS])
 
         va_out, va_features = [], []
         classes = len(VA_CLASSES) if va_head == "class" else 1
@@ -240,10 +241,10 @@ class FatauvaNet(keras.Model):
             va_out.append(logits)
             va_features.append(features)
         if va_head == "class":
-            outputs["va_logits"] = StackDimensions(name="va_logits")(va_out)
+            outputs["va_logits"] = StackDimensions(dtype="float32", name="va_logits")(va_out)
         else:
-            outputs["va_values"] = layers.Concatenate(name="va_values")(va_out)
-            outputs["va_features"] = StackDimensions(name="va_features")(va_features)
+            outputs["va_values"] = layers.Concatenate(dtype="float32", name="va_values")(va_out)
+            outputs["va_features"] = StackDimensions(dtype="float32", name="va_features")(va_features)
         super().__init__(inputs=images, outputs=outputs, name=kwargs.pop("name", "fatauvanet"), **kwargs)
 
         # === Config ===
@@ -325,14 +326,16 @@ class VAFromRegression(layers.Layer):
 
 def inference_model(network: FatauvaNet) -> keras.Model:
     """The deployable model: input "image" (RGB 0..255) -> "attributes" [N, 10] and "action_units" [N, 14]
-    sigmoid probabilities, "valence_arousal" [N, 2] in [-1, 1]. Shares `network`'s weights."""
+    sigmoid probabilities, "valence_arousal" [N, 2] in [-1, 1], float32 under every precision policy. Shares
+    `network`'s weights."""
     images = keras.Input(shape=network.input_shape[1:], name="image")
     raw = network(images)
-    outputs = {"valence_arousal": (DecodeVATop3(name="valence_arousal")(raw["va_logits"]) if "va_logits" in raw
-                                   else VAFromRegression(name="valence_arousal")(raw["va_values"])),
-               "attributes": layers.Activation("sigmoid", name="attributes")(raw["attribute_logits"])}
+    va = (DecodeVATop3(dtype="float32", name="valence_arousal")(raw["va_logits"]) if "va_logits" in raw
+          else VAFromRegression(dtype="float32", name="valence_arousal")(raw["va_values"]))
+    outputs = {"valence_arousal": va,
+               "attributes": layers.Activation("sigmoid", dtype="float32", name="attributes")(raw["attribute_logits"])}
     if "au_logits" in raw:
-        outputs["action_units"] = layers.Activation("sigmoid", name="action_units")(raw["au_logits"])
+        outputs["action_units"] = layers.Activation("sigmoid", dtype="float32", name="action_units")(raw["au_logits"])
     return keras.Model(images, outputs, name=f"{network.name}_inference")
 
 
