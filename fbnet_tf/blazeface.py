@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ MESH_FILE = "face_landmark.tflite"
 MESH_SIZE = 192
 ROI_SCALE = 1.5        # FaceMesh's region: the face box (detection or mesh) grown 1.5x, longest side, square
 NMS_IOU = 0.3          # MediaPipe's min_suppression_threshold for both BlazeFace models
-REFINE_MAX_ROLL = 15.0  # degrees: a refine that finds the eyes rolled beyond this reruns on a levelled region
+REFINE_MAX_ROLL = 10.0  # degrees: an unknown box whose mesh is rolled beyond this is meshed again, levelled
+REMEMBERED_ROLLS = 256  # the rolls of the last faces returned, by box: refine levels its region by them
 NUM_THREADS = 1        # the models take ~1-2 ms a call: threads cost more than they give (benchmarks/face_paths.py)
 
 # Mesh point indices making the 5 template points (image-left first for an upright, unmirrored face: the
@@ -215,6 +217,7 @@ class BlazeFaceDetector(Detector):
         self.anchors = ssd_anchors(self.model)
         self._detector = _Tflite(folder / self.model.file, num_threads)
         self._mesh = _Tflite(folder / MESH_FILE, num_threads)
+        self._rolls: OrderedDict[tuple, float] = OrderedDict()
 
     # --- BlazeFace ---------------------------------------------------------------------------------------------
     def boxes(self, image_rgb: np.ndarray):
@@ -269,24 +272,37 @@ class BlazeFaceDetector(Detector):
             # keypoint 0 is the subject's right eye, 1 the left (MediaPipe's rotation_vector indices 0 -> 1)
             dx, dy = keypoints[1] - keypoints[0]
             found = self.mesh(image, ((x0 + x1) / 2, (y0 + y1) / 2), ROI_SCALE * max(x1 - x0, y1 - y0),
-                              math.atan2(dy, dx)).face()
-            if found.score >= min_score:
-                faces.append(found)
+                              math.atan2(dy, dx))
+            if found.presence >= min_score:
+                faces.append(self._remember(found))
         return sorted(faces, key=lambda face: -face.score)
 
     def refine(self, image_rgb: np.ndarray, box, min_score: float = 0.5) -> Face | None:
-        """FaceMesh on a region 1.5x an earlier box (a mesh's or a detector's); a face rolled more than
-        `REFINE_MAX_ROLL` is meshed again on a levelled region (the box alone does not say its roll). None
-        when the presence is below `min_score`."""
+        """FaceMesh on a region 1.5x an earlier box, levelled by the roll of the face this detector returned
+        with that box (MediaPipe's tracking: FaceMesh sees upright faces; unlevelled, it underestimates the
+        roll). A box it did not return is meshed upright, then again levelled when the face is rolled more
+        than `REFINE_MAX_ROLL`. None when the presence is below `min_score`."""
         image = _rgb(image_rgb)
         x, y, w, h = (float(v) for v in box)
         if w < 2 or h < 2:
             return None
         centre, side = (x + w / 2, y + h / 2), ROI_SCALE * max(w, h)
-        found = self.mesh(image, centre, side)
-        if abs(math.degrees(found.roll())) > REFINE_MAX_ROLL:
+        roll = self._rolls.get(_key(box))
+        found = self.mesh(image, centre, side, roll or 0.0)
+        if roll is None and abs(math.degrees(found.roll())) > REFINE_MAX_ROLL:
             found = self.mesh(image, centre, side, found.roll())
-        return found.face() if found.presence >= min_score else None
+        return self._remember(found) if found.presence >= min_score else None
+
+    def _remember(self, found: Mesh) -> Face:
+        result = found.face()
+        self._rolls[_key(result.box)] = found.roll()
+        while len(self._rolls) > REMEMBERED_ROLLS:
+            self._rolls.popitem(last=False)
+        return result
+
+
+def _key(box) -> tuple:
+    return tuple(round(float(v), 2) for v in box)
 
 
 class BlazeFaceFullRange(BlazeFaceDetector):
