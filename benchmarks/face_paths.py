@@ -109,14 +109,17 @@ def closest(faces, reference):
     return min(faces, key=lambda f: error(f.landmarks, reference), default=None)
 
 
-def ms_per_call(function, repeats: int) -> float:
-    function()  # warm-up (tracing, first-call allocation)
-    times = []
+def ms_per_call(calls: dict, repeats: int) -> dict:
+    """{label: median ms} of each function, called round-robin (a load spike on a shared machine hits all)."""
+    for function in calls.values():
+        function()  # warm-up (tracing, first-call allocation)
+    times = {label: [] for label in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+        for label, function in calls.items():
+            start = time.perf_counter()
+            function()
+            times[label].append(time.perf_counter() - start)
+    return {label: 1000 * float(np.median(values)) for label, values in times.items()}
 
 
 def main(argv=None) -> int:
@@ -134,21 +137,25 @@ def main(argv=None) -> int:
     detectors = {name: face.detector(name) for name in PATHS}
     mtcnn, fast = detectors["mtcnn"], detectors["fast"]
 
-    print("ms per call, one 640x480 frame (median of", args.repeats, "calls)")
+    print(f"ms per call, one 640x480 frame (median of {args.repeats} calls, round-robin)")
     frames = {1: astronaut_frame(), 3: three_face_frame(rng)}
     print(f"{'path':<34}{'1 face':>10}{'3 faces':>10}")
-    rows = {}
+    calls = {}
     for name, detector in [*detectors.items(), ("fast, 2 threads", BlazeFaceDetector(num_threads=2))]:
-        rows[f"{name} detect"] = {n: ms_per_call(lambda: detector.detect(frame), args.repeats)
-                                  for n, frame in frames.items()}
+        for n, frame in frames.items():
+            calls[f"{name} detect", n] = lambda detector=detector, frame=frame: detector.detect(frame)
     for name, detector in (("mtcnn", mtcnn), ("fast", fast)):
-        boxes = {n: [f.box for f in detector.detect(frame)] for n, frame in frames.items()}
         label = "mtcnn refine (ONet on each box)" if name == "mtcnn" else "fast refine (FaceMesh on each box)"
-        rows[label] = {n: ms_per_call(lambda: [detector.refine(frame, box) for box in boxes[n]], args.repeats)
-                       for n, frame in frames.items()}
-        found = {n: len(b) for n, b in boxes.items()}
-        if found != {1: 1, 3: 3}:
-            print(f"  ({name} found {found[1]} and {found[3]} faces on the two frames)")
+        for n, frame in frames.items():
+            boxes = [f.box for f in detector.detect(frame)]
+            if len(boxes) != n:
+                print(f"  ({name} found {len(boxes)} faces on the {n}-face frame)")
+            calls[label, n] = lambda detector=detector, frame=frame, boxes=boxes: [detector.refine(frame, box)
+                                                                                   for box in boxes]
+    timed = ms_per_call(calls, args.repeats)
+    rows = {}
+    for (label, n), ms in timed.items():
+        rows.setdefault(label, {})[n] = ms
     for label, cells in rows.items():
         print(f"{label:<34}{cells[1]:>10.1f}{cells[3]:>10.1f}")
 
