@@ -1,6 +1,6 @@
 """Frames/s of a video database build (DISFA layout: detect + align every labelled frame) with 1 and 2 workers.
 
-    python benchmarks/build_video_workers.py [--root DISFA_DIR] [--frames-per-range 500]
+    python benchmarks/build_video_workers.py [--root DISFA_DIR] [--frames-per-range 500] [--detector fast]
 
 Without --root it renders the demo world's DISFA (4 subjects x 150 frames) into a scratch folder. Videos are cut
 into ranges of `--frames-per-range` frames (the builder's SEGMENT_FRAMES) and each range is one task of the
@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--root", help="a DISFA-style folder (default: render the demo world's DISFA)")
     parser.add_argument("--frames-per-range", type=int, default=Disfa.SEGMENT_FRAMES)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--detector", default="fast", help="the builder's face detector: fast, fast-short or mtcnn")
     args = parser.parse_args(argv)
     os.environ["FBNET_BENCH_SEGMENT_FRAMES"] = str(args.frames_per_range)
     DisfaRanges.SEGMENT_FRAMES = args.frames_per_range
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
             out = scratch / f"out-{workers}"
             start = time.perf_counter()
             manifest = build(DisfaRanges, root, out, workers=workers, image_size=args.image_size, progress=False,
-                             allow_partial=True)
+                             allow_partial=True, detector=args.detector)
             seconds = time.perf_counter() - start
             rows.append((workers, manifest["accounting"]["inputs"], manifest["total"], seconds))
             shards[workers] = {p.name: p.read_bytes() for p in out.glob("*.tfrecord-*")}

@@ -75,7 +75,7 @@ EXPECTED = {"affectnet": lambda raw: expected_affectnet(raw / "affectnet"),
             "rafdb_compound": lambda raw: expected_rafdb(raw / "rafdb", "compound"),
             "celeba": lambda raw: expected_celeba(raw / "celeba"),
             "affwild": lambda raw: expected_affwild(raw / "affwild")}
-DETECTED = {"affwild"}  # builders that find the face with MTCNN: a frame may be skipped as `no_face`
+DETECTED = {"affwild"}  # builders that detect the face (the fast path): a frame may be skipped as `no_face`
 
 
 @pytest.mark.parametrize("database", sorted(EXPECTED))
@@ -116,7 +116,7 @@ def test_the_disfa_builder_detects_the_rendered_faces(raw, tmp_path):
     manifest = tfrecords_builder.build("disfa", raw / "disfa", tmp_path / "disfa", workers=1, image_size=48,
                                        progress=False)
     total = sum(split["count"] for split in manifest["splits"].values())
-    assert total >= 0.9 * 2 * 12  # two subjects, 12 frames each; MTCNN must find nearly every face
+    assert total >= 0.9 * 2 * 12  # two subjects, 12 frames each; the detector must find nearly every face
 
 
 @pytest.mark.slow
