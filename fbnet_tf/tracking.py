@@ -1,0 +1,141 @@
+"""Faces followed across a video's frames, each with a `face_id` that stays the same while the person is visible.
+
+    tracker = Tracker(face.detector("fast"), detect_every=5)
+    for image in frames:                      # in order, one video at a time (a new video: a new Tracker)
+        for tracked in tracker.update(image): # TrackedFace(face_id, face, detected)
+            ...
+
+The full detector (`Detector.detect`) runs on the first frame and then every `detect_every` frames; in between,
+each visible face is only re-measured on the box it had in the frame before (`Detector.refine`: landmarks and a
+confidence, much cheaper). A refine whose confidence falls below `keep_score`, or two faces whose refined boxes
+collapse onto one (two tracks following the same person), makes that frame a detection frame at once.
+
+Detections are associated to tracks greedily by IoU with the track's last box: the pair with the largest IoU
+first, then the next among the rest, down to `match_iou` (ties: the older track, the better-scored detection),
+so the result never depends on set or dict order. An unmatched detection starts a track with a new id (ids count up
+from 0 in order of appearance); a track that no detection matches is lost, and it ends after `max_lost` frames
+without being seen. There is no re-identification: a face that leaves and comes back after its track has ended
+gets a new id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fbnet_tf.face import Detector, Face, iou
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in one frame: its track's id, where it is (`Face`), and whether `detect` (not `refine`) found it."""
+
+    face_id: int
+    face: Face
+    detected: bool
+
+
+@dataclass
+class _Track:
+    face_id: int
+    face: Face
+    lost: int = 0  # frames since it was last seen
+
+
+class Tracker:
+    """Follows the faces of one video; `update(image)` per frame, in order. Deterministic: the same frames give the
+    same ids. See the module docstring for the rules.
+
+    `min_score`: detections scoring less are ignored. `keep_score`: a refine scoring less counts as the face being
+    lost, and triggers a detection on that frame. `match_iou`: the least IoU between a detection and a track's last
+    box to continue the track. `max_lost`: frames a track may go unseen before it ends (a face hidden longer comes
+    back with a new id). `duplicate_iou`: two visible tracks whose refined boxes overlap more than this follow one
+    face; the frame is then re-detected.
+    """
+
+    def __init__(self, detector: Detector, detect_every: int = 5, *, min_score: float = 0.9,
+                 keep_score: float = 0.5, match_iou: float = 0.3, max_lost: int = 10, duplicate_iou: float = 0.6):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.detector, self.detect_every = detector, int(detect_every)
+        self.min_score, self.keep_score = min_score, keep_score
+        self.match_iou, self.max_lost, self.duplicate_iou = match_iou, max_lost, duplicate_iou
+        self.tracks: list[_Track] = []
+        self.next_id = 0
+        self.since_detection = 0  # frames since the last detection frame
+        self.detections = self.refines = 0  # calls made, for the benchmark and the tests
+
+    def update(self, image_rgb: np.ndarray) -> list[TrackedFace]:
+        """The faces in this frame (the next of the video), by `face_id`."""
+        visible = [track for track in self.tracks if track.lost == 0]
+        if 0 < self.since_detection < self.detect_every:
+            refined = self._refine(image_rgb, visible)
+            if refined is not None:
+                self.since_detection += 1
+                for track in self.tracks:
+                    if track.lost:
+                        track.lost += 1
+                self._end_lost()
+                return [TrackedFace(track.face_id, track.face, False) for track in refined]
+        return self._detect(image_rgb)
+
+    def _refine(self, image_rgb, visible: list[_Track]) -> list[_Track] | None:
+        """Each visible track re-measured on its last box; None when one is lost or two merge (detect instead)."""
+        found = []
+        for track in visible:
+            face = self._refine_one(image_rgb, track)
+            if face is None:
+                return None
+            found.append(face)
+        for i, a in enumerate(found):
+            if any(iou(a.box, b.box) > self.duplicate_iou for b in found[i + 1:]):
+                return None
+        for track, face in zip(visible, found):
+            track.face = face
+        return visible
+
+    def _refine_one(self, image_rgb, track: _Track) -> Face | None:
+        self.refines += 1
+        face = self.detector.refine(image_rgb, track.face.box, self.keep_score)
+        return face if face is not None and face.score >= self.keep_score else None
+
+    def _detect(self, image_rgb) -> list[TrackedFace]:
+        self.detections += 1
+        self.since_detection = 1
+        found = self.detector.detect(image_rgb, self.min_score)
+        pairs = sorted(((iou(track.face.box, face.box), t, d) for t, track in enumerate(self.tracks)
+                        for d, face in enumerate(found)), key=lambda p: (-p[0], p[1], p[2]))
+        detected, used = set(), set()  # track ids, detection indices
+        for overlap, t, d in pairs:
+            if overlap < self.match_iou:
+                break
+            track = self.tracks[t]
+            if track.face_id in detected or d in used:
+                continue
+            detected.add(track.face_id)
+            used.add(d)
+            track.face, track.lost = found[d], 0
+        taken = [found[d].box for d in used]  # boxes of faces that have a track
+        for track in self.tracks:
+            if track.face_id in detected:
+                continue
+            # A face the detector missed (a turned head, say) that was seen a frame ago may still be where its track
+            # says: kept if refine is confident there and no other track has that face.
+            face = self._refine_one(image_rgb, track) if track.lost == 0 else None
+            if face is not None and all(iou(face.box, box) <= self.duplicate_iou for box in taken):
+                track.face = face
+                taken.append(face.box)
+            else:
+                track.lost += 1
+        for d, face in enumerate(found):  # best score first, so the best-seen new face gets the lower id
+            if d not in used and all(iou(face.box, box) <= self.duplicate_iou for box in taken):
+                self.tracks.append(_Track(self.next_id, face))
+                detected.add(self.next_id)
+                taken.append(face.box)
+                self.next_id += 1
+        self._end_lost()
+        return [TrackedFace(track.face_id, track.face, track.face_id in detected) for track in self.tracks
+                if track.lost == 0]
+
+    def _end_lost(self):
+        self.tracks = [track for track in self.tracks if track.lost <= self.max_lost]
