@@ -6,16 +6,19 @@
             ...
 
 The full detector (`Detector.detect`) runs on the first frame and then every `detect_every` frames; in between,
-each visible face is only re-measured on the box it had in the frame before (`Detector.refine`: landmarks and a
-confidence, much cheaper). A refine whose confidence falls below `keep_score`, or two faces whose refined boxes
-collapse onto one (two tracks following the same person), makes that frame a detection frame at once.
+each visible face is only re-measured where its track expects it (`Detector.refine` on its box in the frame
+before, moved on at the track's recent velocity: landmarks and a confidence, much cheaper than `detect`). A refine
+whose confidence falls below `keep_score`, or two faces whose refined boxes collapse onto one (two tracks following
+the same person), makes that frame a detection frame at once.
 
-Detections are associated to tracks greedily by IoU with the track's last box: the pair with the largest IoU
-first, then the next among the rest, down to `match_iou` (ties: the older track, the better-scored detection),
-so the result never depends on set or dict order. An unmatched detection starts a track with a new id (ids count up
-from 0 in order of appearance); a track that no detection matches is lost, and it ends after `max_lost` frames
-without being seen. There is no re-identification: a face that leaves and comes back after its track has ended
-gets a new id.
+Detections are associated to tracks greedily by IoU with the box each track expects: the pair with the largest IoU
+first, then the next among the rest, down to `match_iou` (ties: the older track, the better-scored detection), so
+the result never depends on set or dict order. A face seen a frame ago that the detector now misses (a turned
+head) is kept if `refine` still finds it where expected. An unmatched detection starts a track with a new id (ids
+count up from 0 in order of appearance); a track that is not found is lost (its expected box keeps moving at its
+velocity, so a face hidden for a few frames while it walks behind another is picked up again), and it ends after
+`max_lost` frames without being seen. There is no re-identification: a face that leaves and comes back after its
+track has ended gets a new id.
 """
 from __future__ import annotations
 
@@ -40,6 +43,21 @@ class _Track:
     face_id: int
     face: Face
     lost: int = 0  # frames since it was last seen
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels a frame, smoothed over its sightings
+
+    def expected_box(self) -> tuple[float, float, float, float]:
+        """Where it should be in the next frame: its last box moved on at its velocity."""
+        x, y, w, h = self.face.box
+        frames = self.lost + 1
+        return x + self.velocity[0] * frames, y + self.velocity[1] * frames, w, h
+
+    def seen(self, face: Face):
+        frames = self.lost + 1
+        (x0, y0, w0, h0), (x1, y1, w1, h1) = self.face.box, face.box
+        step = ((x1 + w1 / 2 - x0 - w0 / 2) / frames, (y1 + h1 / 2 - y0 - h0 / 2) / frames)
+        # Half the last step, half the earlier velocity: detector jitter of a pixel or two barely moves it.
+        self.velocity = (0.5 * (self.velocity[0] + step[0]), 0.5 * (self.velocity[1] + step[1]))
+        self.face, self.lost = face, 0
 
 
 class Tracker:
@@ -91,19 +109,19 @@ class Tracker:
             if any(iou(a.box, b.box) > self.duplicate_iou for b in found[i + 1:]):
                 return None
         for track, face in zip(visible, found):
-            track.face = face
+            track.seen(face)
         return visible
 
     def _refine_one(self, image_rgb, track: _Track) -> Face | None:
         self.refines += 1
-        face = self.detector.refine(image_rgb, track.face.box, self.keep_score)
+        face = self.detector.refine(image_rgb, track.expected_box(), self.keep_score)
         return face if face is not None and face.score >= self.keep_score else None
 
     def _detect(self, image_rgb) -> list[TrackedFace]:
         self.detections += 1
         self.since_detection = 1
         found = self.detector.detect(image_rgb, self.min_score)
-        pairs = sorted(((iou(track.face.box, face.box), t, d) for t, track in enumerate(self.tracks)
+        pairs = sorted(((iou(track.expected_box(), face.box), t, d) for t, track in enumerate(self.tracks)
                         for d, face in enumerate(found)), key=lambda p: (-p[0], p[1], p[2]))
         detected, used = set(), set()  # track ids, detection indices
         for overlap, t, d in pairs:
@@ -114,7 +132,7 @@ class Tracker:
                 continue
             detected.add(track.face_id)
             used.add(d)
-            track.face, track.lost = found[d], 0
+            track.seen(found[d])
         taken = [found[d].box for d in used]  # boxes of faces that have a track
         for track in self.tracks:
             if track.face_id in detected:
@@ -123,7 +141,7 @@ class Tracker:
             # says: kept if refine is confident there and no other track has that face.
             face = self._refine_one(image_rgb, track) if track.lost == 0 else None
             if face is not None and all(iou(face.box, box) <= self.duplicate_iou for box in taken):
-                track.face = face
+                track.seen(face)
                 taken.append(face.box)
             else:
                 track.lost += 1
