@@ -46,9 +46,6 @@ ERROR_COLUMNS = ("file", "frame", "reason")
 DETECT_MAX_SIDE = 1920  # larger frames are searched for faces at this size (MTCNN's pyramid needs GBs at 6000 px)
 STILL_DETECTOR = "mtcnn"  # still images: the detector that finds the most faces in group photos
 DETECT_EVERY = 5  # videos: full detection every this many kept frames, tracking in between (fbnet_tf.tracking)
-# Crops per model call when --batch-size is not given, by model kind: dynamic-range TFLite runs no faster per crop
-# in batches (benchmarks/video.py), the graph runtimes do.
-BATCH_SIZES = {"tflite": 8, "onnx": 32, "savedmodel": 32, "keras": 32}
 
 
 def video_detector() -> str:
@@ -241,10 +238,11 @@ class Predictor:
     `frames_read` counts the frames decoded.
     `detect_max_side`: faces are searched on a copy of each frame scaled down to this many pixels on its longer
     side (None: at full size); the crops are always aligned from the full-size frame.
-    `batch_size`: crops per model call (default by model kind, `BATCH_SIZES`).
+    `batch_size`: crops per model call (the paper model's dynamic-range TFLite runs about as fast per crop at any
+    batch size, the small model's 1.5-6x faster in batches: benchmarks/video.py).
     """
 
-    def __init__(self, model_path, batch_size: int | None = None, min_face_score: float = 0.9,
+    def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9,
                  detect_max_side: int | None = DETECT_MAX_SIDE, detector: str | None = None,
                  detect_every: int = DETECT_EVERY, smoothing: str | None = None):
         from fbnet_tf import face, temporal
@@ -256,7 +254,7 @@ class Predictor:
         self.columns = columns_for(self.model.labels) + ((temporal.SMOOTHING_COLUMN,) if self.smoothing else ())
         self._smoother = temporal.Smoother(self.smoothing, _output_columns(self.model.labels, self.columns),
                                            list(self.model.labels.get("expression", []))) if smoothing else None
-        self.batch_size = batch_size or BATCH_SIZES.get(self.model.kind, 32)
+        self.batch_size = batch_size
         self.min_face_score = min_face_score
         self.detect_max_side = detect_max_side
         self.detectors = {"still": detector or STILL_DETECTOR, "video": detector or video_detector()}
@@ -505,9 +503,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="fbnet_predictions",
                         help="output folder (predictions.csv, summary.csv, errors.csv)")
     parser.add_argument("--annotate", action="store_true", help="also write annotated images/videos")
-    parser.add_argument("--batch-size", type=cli.integer(1), default=None,
-                        help="crops per model call (default: " + ", ".join(f"{k} {v}" for k, v in BATCH_SIZES.items())
-                             + ")")
+    parser.add_argument("--batch-size", type=cli.integer(1), default=32, help="crops per model call")
     frames = parser.add_mutually_exclusive_group()
     frames.add_argument("--every", type=cli.integer(1), default=1, help="keep every N-th video frame")
     frames.add_argument("--fps", type=cli.number(1e-3), default=None,
