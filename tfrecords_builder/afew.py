@@ -15,7 +15,7 @@ position in AFEW's seven (`AFEW_CLASSES`, EmotiW's alphabetical order) and its n
 from __future__ import annotations
 
 from fbnet_tf.labels import expression_index
-from tfrecords_builder.base import Builder, Item, Reason, Skip
+from tfrecords_builder.base import VIDEO_DETECTOR, Builder, Item, Reason, Skip
 
 SETS = {"train_afew": "train", "val_afew": "test"}
 # Shipped beside the class folders: the organisers' aligned faces and LBP-TOP points
@@ -29,9 +29,10 @@ class Afew(Builder):
     """AFEW: 7 expressions per clip, applied to each frame; faces detected + aligned."""
 
     NAME = "afew"
-    VERSION = "1.1.0"
+    VERSION = "1.2.0"
     RELEASE_NOTES = {"1.0.0": "first release: val -> test, train 85/15 by clip, clip id kept per frame",
-                     "1.1.0": "expr_native / expr_native_name: the class folder's index in AFEW's seven and its name"}
+                     "1.1.0": "expr_native / expr_native_name: the class folder's index in AFEW's seven and its name",
+                     "1.2.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "AFEW (EmotiW) clip expressions (--root: the folder holding train_afew/ and val_afew/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request AFEW from the EmotiW organisers (https://sites.google.com/site/"
                                     "emotiwchallenge/), unpack it and point --root at the folder that holds "
@@ -39,7 +40,7 @@ class Afew(Builder):
     EXPECTED_LAYOUT = ("train_afew/{Angry,Disgust,Fear,Happy,Neutral,Sad,Surprise}/<9 digits>.avi",
                        "val_afew/{Angry,Disgust,Fear,Happy,Neutral,Sad,Surprise}/<9 digits>.avi")
     ITEMS_PER_SHARD = 100  # one item = one clip (~1-5 s of video)
-    OPTIONS = {"validation_fraction": 0.15, "seed": 0}
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "detector": VIDEO_DETECTOR}
 
     def list_items(self):
         self._companions = []

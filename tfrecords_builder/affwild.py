@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from tfrecords_builder.base import Builder, Item, Reason, Skip, file_digest
+from tfrecords_builder.base import VIDEO_DETECTOR, Builder, Item, Reason, Skip, file_digest
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
 DIMENSIONS = ("valence", "arousal")
@@ -33,8 +33,9 @@ class AffWild(Builder):
     """Aff-Wild v1: valence/arousal per frame; faces detected + aligned; 85/15 seeded split by video."""
 
     NAME = "affwild"
-    VERSION = "1.0.0"
-    RELEASE_NOTES = {"1.0.0": "first release: per-frame VA, detect + align, 85/15 train/validation by video"}
+    VERSION = "1.1.0"
+    RELEASE_NOTES = {"1.0.0": "first release: per-frame VA, detect + align, 85/15 train/validation by video",
+                     "1.1.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "Aff-Wild (v1) valence/arousal (--root: the folder holding videos/ and annotations/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request Aff-Wild at https://ibug.doc.ic.ac.uk/resources/first-affect-wild-"
                                     "challenge/, unpack it and point --root at the folder that holds videos/ and "
@@ -43,7 +44,7 @@ class AffWild(Builder):
                        "annotations/train/valence/<video>.txt", "annotations/train/arousal/<video>.txt")
     ITEMS_PER_SHARD = 4  # one item = one video (thousands of frames)
     SEGMENT_FRAMES = 500  # ... built in ranges of 500 frames, so that every worker has work
-    OPTIONS = {"validation_fraction": 0.15, "seed": 0}
+    OPTIONS = {"validation_fraction": 0.15, "seed": 0, "detector": VIDEO_DETECTOR}
 
     def list_items(self):
         if not (self.root / "videos").is_dir() or not (self.root / "annotations" / "train").is_dir():

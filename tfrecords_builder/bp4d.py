@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from fbnet_tf.labels import parse_au_number
-from tfrecords_builder.base import Builder, Item, Reason, Skip, decode_image
+from tfrecords_builder.base import VIDEO_DETECTOR, Builder, Item, Reason, Skip, decode_image
 
 # Where each layout keeps its files, in the order they are looked for.
 OCCURRENCE_DIRS = ("AUCoding/AU_OCC", "AUCoding")
@@ -81,12 +81,13 @@ class Bp4d(Builder):
     """BP4D-Spontaneous: every coded AU's occurrence + intensity, FERA 2015 train/devel split by subject."""
 
     NAME = "bp4d"
-    VERSION = "2.0.0"
+    VERSION = "2.1.0"
     RELEASE_NOTES = {"1.0.0": "first release: AU_OCC by header name, AU_INT intensities, detect + align",
                      "2.0.0": "FERA 2015 organisers' layout (AUCoding/*.csv, AU Intensity Codes3.0/, "
                               "BP4D/BP4D-training/) found by looking; every header AU kept (facs/*, canonical "
                               "au/au_mask for all coded canonical AUs, e.g. AU24); sample id <subject>/<task>/<file> "
-                              "in every layout"}
+                              "in every layout",
+                     "2.1.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "BP4D-Spontaneous AUs (--root: the folder holding AUCoding/ and the frames)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request BP4D at http://www.cs.binghamton.edu/~lijun/Research/3DFE/"
                                     "3DFE_Analysis.html; point --root at the folder holding AUCoding/ (and the "
@@ -101,7 +102,7 @@ class Bp4d(Builder):
     HINTS = {Reason.MISSING_FILE: "frames are read from <frames>/<subject>/<task>/<frame>.jpg under Sequences/, "
                                   "BP4D-training/, 2D+3D/ or images/ (BP4D+ ships them inside 2D+3D/<subject>.zip), "
                                   "or --option frames_dir=DIR: check that the frame folders are there"}
-    OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "seed": 0}
+    OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "seed": 0, "detector": VIDEO_DETECTOR}
 
     # --- splits --------------------------------------------------------------------------------------------------
     def split_of(self, subject: str) -> str | None:
@@ -277,12 +278,13 @@ class Bp4dPlus(Bp4d):
     """BP4D+: 34 coded AUs per frame (frames read from its zip archives or folders), seeded 70/15/15 by subject."""
 
     NAME = "bp4d_plus"
-    VERSION = "2.0.0"
+    VERSION = "2.1.0"
     RELEASE_NOTES = {"1.0.0": "first release: FERA 2017 AUs by header name, detect + align",
                      "2.0.0": "frames read directly from 2D+3D/<subject>.zip (or extracted folders); every coded "
                               "AU kept (facs/*, BP4D+'s 34; canonical au/au_mask for every coded canonical AU); "
                               "BP4D+'s column order when the header names no AU; sample id "
-                              "<subject>/<task>/<file>"}
+                              "<subject>/<task>/<file>",
+                     "2.1.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "BP4D+ AUs (--root: the folder holding AUCoding/ and 2D+3D/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request BP4D+ at http://www.cs.binghamton.edu/~lijun/Research/3DFE/"
                                     "3DFE_Analysis.html; point --root at the folder holding AUCoding/ and 2D+3D/ "
@@ -293,7 +295,8 @@ class Bp4dPlus(Bp4d):
                        "2D+3D/F001.zip (members [F001/]T1/0001.jpg) or 2D+3D/F001/T1/0001.jpg (or "
                        "--option frames_dir=DIR)")
     POSITION_RULE = False  # read by name (or BP4D+'s column order when the header names no AU)
-    OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0}
+    OPTIONS = {"frames_dir": "", "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 0,
+               "detector": VIDEO_DETECTOR}
 
     def split_of(self, subject: str) -> str:
         """Seeded, subject-independent: nested holdouts on the subject id (test, then validation)."""

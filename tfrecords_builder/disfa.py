@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 
-from tfrecords_builder.base import Builder, Item, Option, Reason, Skip, file_digest, key_rank, parse_int
+from tfrecords_builder.base import (VIDEO_DETECTOR, Builder, Item, Option, Reason, Skip, file_digest, key_rank,
+                                   parse_int)
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 LABELS = "ActionUnit_Labels"
@@ -40,11 +41,12 @@ class Disfa(Builder):
     """DISFA: 12 AU intensities and occurrences per frame; faces detected + aligned; split by subject."""
 
     NAME = "disfa"
-    VERSION = "1.1.0"
+    VERSION = "1.2.0"
     RELEASE_NOTES = {"1.0.0": "first release: left/right/both cameras, occurrence = intensity >= threshold, "
                               "seeded 70/15/15 subject split",
                      "1.1.0": "facs/* lists (every AU file: occurrence and intensity); the right camera's folder "
-                              "as shipped, Video_RightCamera/ (singular), and the plural"}
+                              "as shipped, Video_RightCamera/ (singular), and the plural",
+                     "1.2.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "DISFA AU intensities (--root: the folder holding ActionUnit_Labels/ and Videos_LeftCamera/)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request DISFA at http://mohammadmahoor.com/disfa/, unpack it and point --root "
                                     "at the folder that holds ActionUnit_Labels/ and Videos_LeftCamera/.")
@@ -58,7 +60,7 @@ class Disfa(Builder):
                                   "Videos_LeftCamera/: check that the camera's folder and its videos are there"}
     OPTIONS = {"camera": Option("left", choices=("left", "right", "both")),
                "threshold": Option(2, minimum=1, maximum=MAX_INTENSITY), "validation_fraction": 0.15,
-               "test_fraction": 0.15, "seed": 0}
+               "test_fraction": 0.15, "seed": 0, "detector": VIDEO_DETECTOR}
 
     def list_items(self):
         camera = self.option_choice("camera", ("left", "right", "both"))

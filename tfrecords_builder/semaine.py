@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from fbnet_tf.labels import parse_au_number
-from tfrecords_builder.base import Builder, Item, Option, Reason, Skip
+from tfrecords_builder.base import VIDEO_DETECTOR, Builder, Item, Option, Reason, Skip
 
 SEMAINE_AUS = (2, 12, 17, 25, 28, 45)  # the AUs FERA 2015 selected from SEMAINE's annotations
 FPS = 50  # the organisers' parser: "50 is a valid framerate for all SEMAINE videos"
@@ -137,12 +137,13 @@ class Semaine(Builder):
     """SEMAINE (FERA 2015): every AU tier (2, 12, 17, 25, 28, 45) per video frame, as the organisers' parser."""
 
     NAME = "semaine"
-    VERSION = "2.0.0"
+    VERSION = "2.1.0"
     RELEASE_NOTES = {"1.0.0": "first release: ELAN intervals -> frames at the video's fps, detect + align",
                      "2.0.0": "labels frame for frame as the FERA 2015 organisers' parser (50 fps, interval ends "
                               "floor(t*50/1000) inclusive, frames start..end-1 of the range file); range file "
                               "beside the recording's folder (SEMAINE-Sessions/<rec>.txt) too; every AU tier in "
-                              "facs/* (AU28, AU45 included); the organisers' train/devel recording lists"}
+                              "facs/* (AU28, AU45 included); the organisers' train/devel recording lists",
+                     "2.1.0": "option detector (--detector), default fast: BlazeFace + FaceMesh, was MTCNN"}
     DESCRIPTION = "SEMAINE FERA 2015 AUs (--root: the folder holding SEMAINE-Sessions/ or the session folders)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Request the FERA 2015 SEMAINE data (https://semaine-db.eu / the FERA 2015 "
                                     "organisers) and point --root at the folder holding SEMAINE-Sessions/ (or the "
@@ -157,7 +158,7 @@ class Semaine(Builder):
     HINTS = {Reason.MISSING_FILE: "FERA 2015 puts the frame-range file beside the recording's folder "
                                   "(SEMAINE-Sessions/<rec>.txt) or inside it: check that it is there"}
     OPTIONS = {"fps": Option(float(FPS), minimum=0.0, maximum=1000.0), "validation_fraction": 0.15,
-               "test_fraction": 0.15, "seed": 0}
+               "test_fraction": 0.15, "seed": 0, "detector": VIDEO_DETECTOR}
 
     def split_of(self, relative: Path, session: str) -> str:
         """FERA folder on the path, else the organisers' recording lists (train 85/15 by session, devel -> test),
