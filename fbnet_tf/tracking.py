@@ -51,12 +51,15 @@ class _Track:
         frames = self.lost + 1
         return x + self.velocity[0] * frames, y + self.velocity[1] * frames, w, h
 
-    def seen(self, face: Face):
-        frames = self.lost + 1
-        (x0, y0, w0, h0), (x1, y1, w1, h1) = self.face.box, face.box
-        step = ((x1 + w1 / 2 - x0 - w0 / 2) / frames, (y1 + h1 / 2 - y0 - h0 / 2) / frames)
-        # Half the last step, half the earlier velocity: detector jitter of a pixel or two barely moves it.
-        self.velocity = (0.5 * (self.velocity[0] + step[0]), 0.5 * (self.velocity[1] + step[1]))
+    def seen(self, face: Face, steady: bool = True):
+        """Found at `face`; `steady`: where it is measured well enough to update its velocity (not next to another
+        face, where part of it may be hidden and its box pulled off)."""
+        if steady:
+            frames = self.lost + 1
+            (x0, y0, w0, h0), (x1, y1, w1, h1) = self.face.box, face.box
+            step = ((x1 + w1 / 2 - x0 - w0 / 2) / frames, (y1 + h1 / 2 - y0 - h0 / 2) / frames)
+            # Half the last step, half the earlier velocity: detector jitter of a pixel or two barely moves it.
+            self.velocity = (0.5 * (self.velocity[0] + step[0]), 0.5 * (self.velocity[1] + step[1]))
         self.face, self.lost = face, 0
 
 
@@ -67,12 +70,12 @@ class Tracker:
     `min_score`: detections scoring less are ignored. `keep_score`: a refine scoring less counts as the face being
     lost, and triggers a detection on that frame. `match_iou`: the least IoU between a detection and a track's last
     box to continue the track. `max_lost`: frames a track may go unseen before it ends (a face hidden longer comes
-    back with a new id). `duplicate_iou`: two visible tracks whose refined boxes overlap more than this follow one
-    face; the frame is then re-detected.
+    back with a new id). `duplicate_iou`: a refined face overlapping another face by more than this is taken for
+    that face (refine has slid onto a neighbour).
     """
 
     def __init__(self, detector: Detector, detect_every: int = 5, *, min_score: float = 0.9,
-                 keep_score: float = 0.5, match_iou: float = 0.3, max_lost: int = 10, duplicate_iou: float = 0.6):
+                 keep_score: float = 0.5, match_iou: float = 0.3, max_lost: int = 10, duplicate_iou: float = 0.3):
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.detector, self.detect_every = detector, int(detect_every)
@@ -86,7 +89,10 @@ class Tracker:
     def update(self, image_rgb: np.ndarray) -> list[TrackedFace]:
         """The faces in this frame (the next of the video), by `face_id`."""
         visible = [track for track in self.tracks if track.lost == 0]
-        if 0 < self.since_detection < self.detect_every:
+        # Faces about to overlap are followed by the detector alone: refine on a half-hidden face slides onto the one
+        # in front of it.
+        close = self._close(visible)
+        if 0 < self.since_detection < self.detect_every and not close:
             refined = self._refine(image_rgb, visible)
             if refined is not None:
                 self.since_detection += 1
@@ -95,7 +101,14 @@ class Tracker:
                         track.lost += 1
                 self._end_lost()
                 return [TrackedFace(track.face_id, track.face, False) for track in refined]
-        return self._detect(image_rgb)
+        return self._detect(image_rgb, close)
+
+    @staticmethod
+    def _close(visible: list[_Track]) -> set[int]:
+        """The ids of the tracks whose expected box overlaps another's."""
+        boxes = [track.expected_box() for track in visible]
+        return {track.face_id for i, track in enumerate(visible)
+                if any(iou(boxes[i], box) > 0 for j, box in enumerate(boxes) if j != i)}
 
     def _refine(self, image_rgb, visible: list[_Track]) -> list[_Track] | None:
         """Each visible track re-measured on its last box; None when one is lost or two merge (detect instead)."""
@@ -117,7 +130,7 @@ class Tracker:
         face = self.detector.refine(image_rgb, track.expected_box(), self.keep_score)
         return face if face is not None and face.score >= self.keep_score else None
 
-    def _detect(self, image_rgb) -> list[TrackedFace]:
+    def _detect(self, image_rgb, close: set[int] = frozenset()) -> list[TrackedFace]:
         self.detections += 1
         self.since_detection = 1
         found = self.detector.detect(image_rgb, self.min_score)
@@ -132,24 +145,25 @@ class Tracker:
                 continue
             detected.add(track.face_id)
             used.add(d)
-            track.seen(found[d])
-        taken = [found[d].box for d in used]  # boxes of faces that have a track
+            track.seen(found[d], steady=track.face_id not in close)
+        taken = [face.box for face in found]  # faces already accounted for
         for track in self.tracks:
             if track.face_id in detected:
                 continue
             # A face the detector missed (a turned head, say) that was seen a frame ago may still be where its track
-            # says: kept if refine is confident there and no other track has that face.
-            face = self._refine_one(image_rgb, track) if track.lost == 0 else None
+            # says: kept if refine is confident there and what it found is not a face the detector did find. Not
+            # tried next to another face: a half-hidden face is missed, and refine would slide onto its neighbour.
+            alone = all(iou(track.expected_box(), face.box) == 0 for face in found)
+            face = self._refine_one(image_rgb, track) if track.lost == 0 and alone else None
             if face is not None and all(iou(face.box, box) <= self.duplicate_iou for box in taken):
-                track.seen(face)
+                track.seen(face, steady=track.face_id not in close)
                 taken.append(face.box)
             else:
                 track.lost += 1
         for d, face in enumerate(found):  # best score first, so the best-seen new face gets the lower id
-            if d not in used and all(iou(face.box, box) <= self.duplicate_iou for box in taken):
+            if d not in used:
                 self.tracks.append(_Track(self.next_id, face))
                 detected.add(self.next_id)
-                taken.append(face.box)
                 self.next_id += 1
         self._end_lost()
         return [TrackedFace(track.face_id, track.face, track.face_id in detected) for track in self.tracks
