@@ -3,13 +3,16 @@
     python -m fbnet_tf.predict photo.jpg --model runs/demo/export/fbnet
     python -m fbnet_tf.predict clip.mp4 --model runs/demo/export/tflite/1/fbnet_dynamic.tflite --annotate --every 5
 
-Each frame: detect faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
-crops, run the model (on the centre of each crop, framed as in training), write rows. `--model` is a SavedModel
-(a version dir or a TF Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file. Frames are
-read one at a time, so memory stays flat however long the video; faces in a large frame are found on a copy at most
-`detect_max_side` pixels wide and aligned from the original. Every input without a row (unreadable, unsupported,
-a subfolder, an image without a face) is listed in `errors.csv` with its reason. The inputs and the model are
-checked before `--out` is touched, and `predictions.csv` / `errors.csv` are replaced only by complete files.
+Each frame: find faces and align them to 112x112 with `fbnet_tf.face` (as the TFRecord builders do), batch the
+crops, run the model (on the centre of each crop, framed as in training), write rows. Still images are searched
+with `STILL_DETECTOR`; video frames go through `fbnet_tf.tracking.Tracker` (full detection every `--detect-every`
+frames, tracking in between), so each row's `face_id` follows one person through a video. `--model` is a
+SavedModel (a version dir or a TF Serving model root), a `.tflite` or `.onnx` file, or a run dir / `.keras` file.
+Frames are read one at a time and rows stream to disk, so memory stays flat however long the video; faces in a
+large frame are found on a copy at most `detect_max_side` pixels wide and aligned from the original.
+`summary.csv` holds one row per file and face (`fbnet_tf.temporal.Summary`). Every input without a row
+(unreadable, unsupported, a subfolder, an image without a face) is listed in `errors.csv` with its reason. The
+inputs and the model are checked before `--out` is touched, and the CSVs are replaced only by complete files.
 
     from fbnet_tf import Predictor
     table = Predictor("runs/demo/export/fbnet").predict("photo.jpg")   # a pandas DataFrame, one row per face

@@ -175,7 +175,8 @@ def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_wi
                  [str(photos), "--model", str(tmp_path / "nothing.tflite"), "--out", str(out)],
                  [str(out), *model],  # a folder with nothing to read
                  [str(photos), *model, "--every", "0"], [str(photos), *model, "--batch-size", "-1"],
-                 [str(photos), *model, "--min-face-score", "1.5"]):
+                 [str(photos), *model, "--min-face-score", "1.5"], [str(photos), *model, "--smooth", "median:3"],
+                 [str(photos), *model, "--detector", "haar"]):
         with pytest.raises(SystemExit) as stop:
             predict.main(argv)
         assert stop.value.code == 2
@@ -183,6 +184,8 @@ def test_cli_refuses_bad_input_before_touching_out_and_never_replaces_results_wi
     assert "photo_misspelt.jpg: no such file or folder" in err and "nothing.tflite" in err
     assert f"{out}: holds no image (.bmp, .jpeg" in err
     assert "argument --every: expected an integer >= 1, got '0'" in err
+    assert "smoothing 'median:3': expected window:N (N >= 1 frames) or ema:ALPHA (0 < ALPHA <= 1)" in err
+    assert "argument --detector: invalid choice: 'haar'" in err
     folder = tmp_path / "unreadable"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"")
@@ -343,3 +346,10 @@ def test_fps_keeps_the_stride_of_the_container_rate_and_still_faces_are_numbered
     two = moving.compose(people, [(10, 40), (170, 60)], (240, 320))
     table = fbnet_tf.Predictor(models["tflite"], detector="mtcnn").predict(two)
     assert list(table.face_id) == [0, 1] and table.face_score.is_monotonic_decreasing
+
+
+def test_tracked_frames_larger_than_detect_max_side_are_refined_on_the_scaled_copy_too(models, astronaut):
+    # Frame 0 is detected, frame 1 refined, both on a 256 px copy of the 512 px frame, in full-size pixels.
+    table = fbnet_tf.Predictor(models["tflite"], detector="mtcnn", detect_max_side=256).predict([astronaut] * 2)
+    assert list(table.face_id) == [0, 0]
+    np.testing.assert_allclose(table.loc[:, ["x", "y", "w", "h"]].astype(float), [ASTRONAUT_BOX] * 2, atol=8)
