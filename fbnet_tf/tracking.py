@@ -8,17 +8,19 @@
 The full detector (`Detector.detect`) runs on the first frame and then every `detect_every` frames; in between,
 each visible face is only re-measured where its track expects it (`Detector.refine` on its box in the frame
 before, moved on at the track's recent velocity: landmarks and a confidence, much cheaper than `detect`). A refine
-whose confidence falls below `keep_score`, or two faces whose refined boxes collapse onto one (two tracks following
-the same person), makes that frame a detection frame at once.
+whose confidence falls below `keep_score`, or two refined faces overlapping by more than `duplicate_iou` (two tracks
+following one person), makes that frame a detection frame at once. So do faces whose expected boxes overlap: a
+half-hidden face is followed by the detector alone (refine would slide onto the face in front of it), and the
+velocity is not updated there (the hidden face's box is pulled off it).
 
 Detections are associated to tracks greedily by IoU with the box each track expects: the pair with the largest IoU
 first, then the next among the rest, down to `match_iou` (ties: the older track, the better-scored detection), so
 the result never depends on set or dict order. A face seen a frame ago that the detector now misses (a turned
-head) is kept if `refine` still finds it where expected. An unmatched detection starts a track with a new id (ids
-count up from 0 in order of appearance); a track that is not found is lost (its expected box keeps moving at its
-velocity, so a face hidden for a few frames while it walks behind another is picked up again), and it ends after
-`max_lost` frames without being seen. There is no re-identification: a face that leaves and comes back after its
-track has ended gets a new id.
+head) is kept if `refine` still finds it where expected and no detection is near. An unmatched detection starts a
+track with a new id (ids count up from 0 in order of appearance); a track that is not found is lost (its expected
+box keeps moving at its velocity, so a face hidden for a few frames while it walks behind another is picked up
+again), and it ends after `max_lost` frames without being seen. There is no re-identification: a face that leaves
+and comes back after its track has ended gets a new id.
 """
 from __future__ import annotations
 
@@ -68,8 +70,8 @@ class Tracker:
     same ids. See the module docstring for the rules.
 
     `min_score`: detections scoring less are ignored. `keep_score`: a refine scoring less counts as the face being
-    lost, and triggers a detection on that frame. `match_iou`: the least IoU between a detection and a track's last
-    box to continue the track. `max_lost`: frames a track may go unseen before it ends (a face hidden longer comes
+    lost, and triggers a detection on that frame. `match_iou`: the least IoU between a detection and the box a track
+    expects to continue the track. `max_lost`: frames a track may go unseen before it ends (a face hidden longer comes
     back with a new id). `duplicate_iou`: a refined face overlapping another face by more than this is taken for
     that face (refine has slid onto a neighbour).
     """
@@ -111,7 +113,8 @@ class Tracker:
                 if any(iou(boxes[i], box) > 0 for j, box in enumerate(boxes) if j != i)}
 
     def _refine(self, image_rgb, visible: list[_Track]) -> list[_Track] | None:
-        """Each visible track re-measured on its last box; None when one is lost or two merge (detect instead)."""
+        """Each visible track re-measured where it is expected; None when one is lost or two merge (detect
+        instead)."""
         found = []
         for track in visible:
             face = self._refine_one(image_rgb, track)
