@@ -181,15 +181,15 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _blazeface(range: str = "short") -> Detector:  # noqa: A002 - imported when asked for: it imports this module
+def _blazeface(range: str = "full") -> Detector:  # noqa: A002 - imported when asked for: it imports this module
     from fbnet_tf.blazeface import BlazeFaceDetector
 
     return BlazeFaceDetector(range)
 
 
-# name -> a callable building the detector. "fast": BlazeFace short-range + FaceMesh (fbnet_tf.blazeface),
-# "fast-full": the same with BlazeFace's full-range model (small faces in large pictures).
-DETECTORS = {"mtcnn": MtcnnDetector, "fast": _blazeface, "fast-full": lambda: _blazeface("full")}
+# name -> a callable building the detector. "fast": BlazeFace full-range + FaceMesh (fbnet_tf.blazeface), the
+# video path; "fast-short": BlazeFace's short-range model (close faces only, a little quicker).
+DETECTORS = {"mtcnn": MtcnnDetector, "fast": _blazeface, "fast-short": lambda: _blazeface("short")}
 _detectors: dict[str, Detector] = {}
 
 

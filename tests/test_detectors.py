@@ -84,6 +84,8 @@ def test_fast_path_agrees_with_mtcnn_on_the_astronaut(fast, mtcnn):
     assert refined is not None and iod_error(refined.landmarks, reference) <= 0.08
     assert np.abs(refined.landmarks - found[0].landmarks).max() < 4  # the same face, a few pixels apart
     assert fast.detect(BLANK) == [] and fast.refine(BLANK, (100, 60, 80, 90)) is None
+    short = face.detector("fast-short").detect(ASTRONAUT)  # the short-range BlazeFace: the same mesh after it
+    assert len(short) == 1 and iod_error(short[0].landmarks, reference) <= 0.08
 
 
 def test_fast_path_agrees_with_mtcnn_on_demo_faces(fast, mtcnn):
@@ -125,7 +127,7 @@ def test_mtcnn_refine_is_onet_on_the_earlier_box(mtcnn):
 
 
 def test_detector_by_name():
-    assert set(face.DETECTORS) >= {"mtcnn", "fast", "fast-full"}
+    assert set(face.DETECTORS) >= {"mtcnn", "fast", "fast-short"}
     assert face.detector("fast") is face.detector("fast")
     with pytest.raises(ValueError, match="unknown detector 'haar'"):
         face.detector("haar")
