@@ -241,8 +241,8 @@ class Predictor:
     `frames_read` counts the frames decoded.
     `detect_max_side`: faces are searched on a copy of each frame scaled down to this many pixels on its longer
     side (None: at full size); the crops are always aligned from the full-size frame.
-    `batch_size`: crops per model call (the paper model's dynamic-range TFLite runs about as fast per crop at any
-    batch size, the small model's 1.5-6x faster in batches: benchmarks/video.py).
+    `batch_size`: crops per model call (dynamic-range TFLite runs 1.6-1.8x faster per crop in batches of 4 or
+    more than one at a time, paper and small preset alike: benchmarks/video.py).
     """
 
     def __init__(self, model_path, batch_size: int = 32, min_face_score: float = 0.9,
@@ -252,6 +252,8 @@ class Predictor:
 
         if detector is not None and detector not in face.DETECTORS:
             raise ValueError(f"unknown detector {detector!r}: expected one of {', '.join(face.DETECTORS)}")
+        if smoothing:
+            temporal.parse(smoothing)  # a bad setting is refused before the model is loaded
         self.model = _Model(model_path)
         self.smoothing = smoothing or ""
         self.columns = columns_for(self.model.labels) + ((temporal.SMOOTHING_COLUMN,) if self.smoothing else ())
