@@ -241,7 +241,7 @@ class Predictor:
     `frames_read` counts the frames decoded.
     `detect_max_side`: faces are searched on a copy of each frame scaled down to this many pixels on its longer
     side (None: at full size); the crops are always aligned from the full-size frame.
-    `batch_size`: crops per model call (dynamic-range TFLite runs 1.6-1.8x faster per crop in batches of 4 or
+    `batch_size`: crops per model call (dynamic-range TFLite runs 1.5-1.8x faster per crop in batches of 4 or
     more than one at a time, paper and small preset alike: benchmarks/video.py).
     """
 
@@ -257,8 +257,6 @@ class Predictor:
         self.model = _Model(model_path)
         self.smoothing = smoothing or ""
         self.columns = columns_for(self.model.labels) + ((temporal.SMOOTHING_COLUMN,) if self.smoothing else ())
-        self._smoother = temporal.Smoother(self.smoothing, _output_columns(self.model.labels, self.columns),
-                                           list(self.model.labels.get("expression", []))) if smoothing else None
         self.batch_size = batch_size
         self.min_face_score = min_face_score
         self.detect_max_side = detect_max_side
@@ -299,6 +297,7 @@ class Predictor:
 
             frames = tqdm(frames, total=total or None, unit="frame", desc="predict")  # shows frames/s
         writer = _AnnotationWriter(annotate_dir) if annotate_dir else None
+        smoother = self._smoother()  # a fresh one per call: a stream of frames given twice starts over
         pending: list[tuple[Frame, list]] = []
         self.frames_read = self.frames_without_face = 0
         tracker, tracked_file = None, None
@@ -331,9 +330,9 @@ class Predictor:
                 pending.append((frame, faces))
                 # Flush on crops or on frames, so frames without faces cannot pile up either.
                 if sum(len(faces) for _, faces in pending) >= self.batch_size or len(pending) >= self.batch_size:
-                    yield from self._flush(pending, writer)
+                    yield from self._flush(pending, writer, smoother)
                     pending = []
-            yield from self._flush(pending, writer)
+            yield from self._flush(pending, writer, smoother)
         finally:
             if writer is not None:
                 writer.close()
@@ -358,7 +357,15 @@ class Predictor:
 
         return face.align(image, found.landmarks, CROP_SIZE)
 
-    def _flush(self, pending, writer) -> Iterator[dict]:
+    def _smoother(self):
+        from fbnet_tf import temporal
+
+        if not self.smoothing:
+            return None
+        return temporal.Smoother(self.smoothing, _output_columns(self.model.labels, self.columns),
+                                 list(self.model.labels.get("expression", [])))
+
+    def _flush(self, pending, writer, smoother=None) -> Iterator[dict]:
         crops = [crop for _, faces in pending for _, _, crop in faces]
         outputs = self.model(np.stack(crops)) if crops else {}
         position = 0
@@ -367,7 +374,7 @@ class Predictor:
             for face_id, found, _ in faces:
                 row = _row(frame, face_id, found, {k: v[position] for k, v in outputs.items()}, self.model.labels,
                            self.columns)
-                rows.append(self._smoother(row) if self._smoother else row)
+                rows.append(smoother(row) if smoother else row)
                 position += 1
             if writer is not None:
                 writer.write(frame, rows)

@@ -309,7 +309,9 @@ def test_smoothing_is_each_faces_trailing_mean_or_ema_over_its_own_frames(models
     raw = fbnet_tf.Predictor(models["tflite"], detector="mtcnn").predict(images)
     assert sorted(set(raw.face_id)) == [0, 1] and len(raw) == 12
     outputs = ["valence", "arousal", *EXPRESSIONS, *AU_NAMES]
-    window = fbnet_tf.Predictor(models["tflite"], detector="mtcnn", smoothing="window:3").predict(images)
+    smoothing = fbnet_tf.Predictor(models["tflite"], detector="mtcnn", smoothing="window:3")
+    window = smoothing.predict(images)
+    pd.testing.assert_frame_equal(smoothing.predict(images), window)  # each call starts from no history
     ema = fbnet_tf.Predictor(models["tflite"], detector="mtcnn", smoothing="ema:0.4").predict(images)
     for table, spec in ((window, "window:3"), (ema, "ema:0.4")):
         assert list(table.columns) == [*predict.COLUMNS, "smoothing"] and set(table.smoothing) == {spec}
