@@ -363,7 +363,7 @@ class Predictor:
         if not self.smoothing:
             return None
         return temporal.Smoother(self.smoothing, _output_columns(self.model.labels, self.columns),
-                                 list(self.model.labels.get("expression", [])))
+                                 {"top_expression": self.model.labels.get("expression", [])})
 
     def _flush(self, pending, writer, smoother=None) -> Iterator[dict]:
         crops = [crop for _, faces in pending for _, _, crop in faces]

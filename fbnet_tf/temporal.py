@@ -16,12 +16,13 @@ _SPEC = re.compile(r"(window):(\d+)|(ema):([0-9.]+)")
 class Smoother:
     """Causal smoothing of each face's output columns over its own frames (frames where it was not seen do not
     count): `window:N`, the mean of its last N values; `ema:ALPHA`, s = ALPHA * x + (1 - ALPHA) * s_previous,
-    starting at the first value. `top_expression` is recomputed from the smoothed probabilities."""
+    starting at the first value. Each arg-max column of `tops` (e.g. {"top_expression": the 7 expression names}) is
+    recomputed from the smoothed probabilities."""
 
-    def __init__(self, spec: str, columns: list[str], expressions: list[str]):
+    def __init__(self, spec: str, columns: list[str], tops: dict[str, list[str]]):
         self.spec = spec
         self.kind, self.size = parse(spec)
-        self.columns, self.expressions = list(columns), list(expressions)
+        self.columns, self.tops = list(columns), {top: list(names) for top, names in tops.items() if names}
         self._state: dict[tuple, object] = {}
 
     def __call__(self, row: dict) -> dict:
@@ -37,8 +38,9 @@ class Smoother:
             smoothed = values if previous is None else self.size * values + (1 - self.size) * previous
             self._state[key] = smoothed
         row = dict(row, **dict(zip(self.columns, smoothed.tolist())), **{SMOOTHING_COLUMN: self.spec})
-        if self.expressions and "top_expression" in row:
-            row["top_expression"] = max(self.expressions, key=lambda name: row[name])
+        for top, names in self.tops.items():
+            if top in row:
+                row[top] = max(names, key=lambda name: row[name])
         return row
 
 
