@@ -1,5 +1,6 @@
-"""Drawing predictions onto a frame: a box and the top expression per face, its AU probabilities as bars, and
-every face's valence/arousal as a point on a circumplex inset (Russell's circle: valence right, arousal up)."""
+"""Drawing predictions onto a frame: a box, the face id and the top expression per face, its AU probabilities as
+bars, and every face's valence/arousal as a point on a circumplex inset (Russell's circle: valence right, arousal
+up)."""
 from __future__ import annotations
 
 import math
@@ -32,13 +33,16 @@ def annotate(image_rgb: np.ndarray, rows: list[dict]) -> np.ndarray:
 
 
 def _draw_face(image, row, scale):
+    """The box in the top expression's colour, labelled with the face's id (`#3`) and top expression."""
     x, y, w, h = (int(round(row[k])) for k in ("x", "y", "w", "h"))
     top = row.get("top_expression", "")
     colour = EXPRESSION_COLOURS.get(top, (255, 255, 255))
     thickness = max(1, int(round(2 * scale)))
     cv2.rectangle(image, (x, y), (x + w, y + h), colour, thickness)
-    if top:
-        label = f"{top} {row[top]:.2f}"
+    face_id = row.get("face_id")
+    label = " ".join(([f"#{int(face_id)}"] if face_id is not None and face_id == face_id else [])  # NaN: no id
+                     + ([f"{top} {row[top]:.2f}"] if top else []))
+    if label:
         font_scale = 0.5 * scale
         (text_w, text_h), _ = cv2.getTextSize(label, FONT, font_scale, thickness)
         ty = max(y - 4, text_h + 4)

@@ -190,6 +190,10 @@ def _blazeface(range: str = "full") -> Detector:  # noqa: A002 - imported when a
 # name -> a callable building the detector. "fast": BlazeFace full-range + FaceMesh (fbnet_tf.blazeface), the
 # video path; "fast-short": BlazeFace's short-range model (close faces only, a little quicker).
 DETECTORS = {"mtcnn": MtcnnDetector, "fast": _blazeface, "fast-short": lambda: _blazeface("short")}
+# The defaults (README "Face detectors"): still images keep MTCNN, which finds the most faces in group photos;
+# video (predict and the builders) takes the fast path, as close to MTCNN's points and ~20x quicker.
+STILL_DETECTOR = "mtcnn"
+VIDEO_DETECTOR = "fast"
 _detectors: dict[str, Detector] = {}
 
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from fbnet_tf import face
 from fbnet_tf.records import SPLITS, Sample
 
 
@@ -284,7 +285,7 @@ SHARDS = Option(1, minimum=1)
 # The face detector (`fbnet_tf.face.DETECTORS`) of the builders that detect faces in video frames: declare it in
 # `OPTIONS` as "detector" (`--detector`, recorded in the manifest's options). "fast" (BlazeFace + FaceMesh) agrees
 # with MTCNN's points within ~6% of the inter-ocular distance, ~17x faster a build (README, "Face detectors").
-VIDEO_DETECTOR = Option("fast", choices=("fast", "fast-short", "mtcnn"))
+VIDEO_DETECTOR = Option(face.VIDEO_DETECTOR, choices=tuple(face.DETECTORS))
 
 # What to check when a build skips many inputs for a reason (builders add their own in `Builder.HINTS`).
 SKIP_HINTS = {
@@ -485,8 +486,6 @@ class Builder:
 
     def align_landmarks(self, image_rgb: np.ndarray, landmarks, item: Item | None = None) -> np.ndarray:
         """Similarity-align with the database's own landmarks: 5 points in template order, or iBUG 68."""
-        from fbnet_tf import face
-
         points = np.asarray(landmarks, np.float64)
         if points.size == 136:
             points = face.landmarks68_to_5(points.reshape(68, 2))
@@ -501,8 +500,6 @@ class Builder:
     def detect_face(self, image_rgb: np.ndarray, item: Item | None = None, what: str = ""):
         """The most confident face (`fbnet_tf.face.Face`) by the builder's "detector" option (MTCNN when it has
         none); Skip(NO_FACE) when there is none."""
-        from fbnet_tf import face
-
         faces = face.detector(self.options.get("detector", "mtcnn")).detect(image_rgb)
         if not faces:
             raise Skip(Reason.NO_FACE, f"no face found in {what or (item.key if item else 'the image')}",
@@ -511,8 +508,6 @@ class Builder:
 
     def detect_and_align(self, image_rgb: np.ndarray, item: Item | None = None, what: str = "") -> np.ndarray:
         """Detect the most confident face (`detect_face`) and align it; Skip(NO_FACE) when there is none."""
-        from fbnet_tf import face
-
         return face.align(image_rgb, self.detect_face(image_rgb, item, what).landmarks, self.image_size)
 
     def detect_frame(self, frame_rgb: np.ndarray, item: Item, index: int, *, video: str | None = None,
