@@ -33,9 +33,10 @@ def annotate(image_rgb: np.ndarray, rows: list[dict]) -> np.ndarray:
 
 
 def _draw_face(image, row, scale):
-    """The box in the top expression's colour, labelled with the face's id (`#3`) and top expression."""
+    """The box in the top expression's colour, labelled with the face's id (`#3`) and top expression (a compound
+    model's top compound class)."""
     x, y, w, h = (int(round(row[k])) for k in ("x", "y", "w", "h"))
-    top = row.get("top_expression", "")
+    top = row.get("top_expression") or row.get("top_compound") or ""
     colour = EXPRESSION_COLOURS.get(top, (255, 255, 255))
     thickness = max(1, int(round(2 * scale)))
     cv2.rectangle(image, (x, y), (x + w, y + h), colour, thickness)
