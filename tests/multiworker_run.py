@@ -62,6 +62,7 @@ def reference(run_dir, pipelines, train_args):
 
     args = train.parse_args([*train_args, "--run-dir", run_dir])
     cfg = train.resolve_config(args.config, args.experiment, args.overrides)
+    train.configure_runtime(cfg.runtime)  # the global seed, under which the pipelines' shuffles are built
     parts = [data.training_dataset(cfg.data.record_dirs, **train.pipeline_arguments(cfg),
                                    input_context=tf.distribute.InputContext(pipelines, i, pipelines))
              for i in range(pipelines)]

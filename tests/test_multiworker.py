@@ -1,0 +1,206 @@
+"""Multi-worker training (MultiWorkerMirroredStrategy, the custom loop of fbnet_tf.distributed) on 127.0.0.1, and
+eq. 1's losses over the global batch under a distribution strategy.
+
+The 2-worker run starts two `python -m fbnet_tf.train` processes in a network namespace with only loopback
+(`unshare -n`; TensorFlow's servers listen on every interface). Its reference is one process running `model.fit`
+on the same global batches: each step, the concatenation of the two workers' per-replica batches, built by the
+same sharding arithmetic (`data.training_dataset` with each worker's input context). The losses are sums and
+means over rows, so the order of the rows does not matter; what differs is the order of floating-point sums
+(gradients summed over 2 replicas), hence a tolerance.
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = REPO / "tests" / "multiworker_run.py"
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+# ------------------------------------------------------------------------------------ losses over the global batch
+
+GLOBAL_LOSSES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from fbnet_tf import losses
+
+    rng = np.random.default_rng(0)
+    n = 12  # two replicas of 6 rows; the VA-labelled rows are unevenly split (5 and 2)
+    va = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    pred = (0.6 * va + rng.normal(0, 0.3, (n, 2))).astype(np.float32)
+    mask = np.array([1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 0], np.float32)
+    logits = rng.normal(0, 1, (n, 7)).astype(np.float32)
+    expr = np.array([-1, -1, 3, 0, -1, 6, 2, 5, 1, 4, 0, -1], np.int32)  # 3 and 5 labelled
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def terms(va, pred, mask, expr, logits):
+        pred, logits = tf.convert_to_tensor(pred), tf.convert_to_tensor(logits)
+        with tf.GradientTape() as tape:
+            tape.watch([pred, logits])
+            ccc = losses.batch_ccc(va, pred, mask)
+            loss = losses.va_loss(va, mask, pred) + losses.expression_loss(expr, logits)
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        return ccc, loss, tape.gradient(scaled, [pred, logits])
+
+    halves = lambda a: strategy.experimental_distribute_values_from_function(
+        lambda ctx: a[6 * ctx.replica_id_in_sync_group: 6 * (ctx.replica_id_in_sync_group + 1)])
+    ccc, loss, grads = tf.function(lambda *a: strategy.run(terms, args=a))(
+        *[halves(a) for a in (va, pred, mask, expr, logits)])
+    one_ccc, one_loss, one_grads = terms(va, pred, mask, expr, logits)
+    local = strategy.experimental_local_results
+    print(json.dumps({
+        "ccc": [local(ccc)[r].numpy().tolist() for r in range(2)],
+        "loss": [float(local(loss)[r]) for r in range(2)], "one_loss": float(one_loss),
+        "grad_pred": np.concatenate([local(grads[0])[r].numpy() for r in range(2)]).tolist(),
+        "one_grad_pred": one_grads[0].numpy().tolist(),
+        "grad_logits": np.concatenate([local(grads[1])[r].numpy() for r in range(2)]).tolist(),
+        "one_grad_logits": one_grads[1].numpy().tolist(),
+        "va": va.tolist(), "pred": pred.tolist(), "mask": mask.tolist()}))
+""")
+
+
+def numpy_ccc(x, y):
+    mx, my = x.mean(), y.mean()
+    return 2 * np.mean((x - mx) * (y - my)) / (x.var() + y.var() + (mx - my) ** 2)
+
+
+def test_eq1_terms_are_computed_over_the_global_batch_under_mirrored_strategy():
+    """Two replicas (logical CPUs) each holding half a batch compute, on each replica, numpy's CCC of the whole
+    batch's VA-labelled rows and the global masked means; the replicas' gradients (each replica's loss divided by 2,
+    as the trainers do) are the one-device gradients of the whole batch, row for row."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", GLOBAL_LOSSES], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    va, pred, mask = (np.array(out[k]) for k in ("va", "pred", "mask"))
+    rows = mask > 0
+    expected = [numpy_ccc(va[rows, d], pred[rows, d]) for d in range(2)]
+    for replica in range(2):
+        np.testing.assert_allclose(out["ccc"][replica], expected, rtol=1e-5)
+        np.testing.assert_allclose(out["loss"][replica], out["one_loss"], rtol=1e-5)
+    np.testing.assert_allclose(out["grad_pred"], out["one_grad_pred"], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out["grad_logits"], out["one_grad_logits"], rtol=1e-4, atol=1e-7)
+    assert np.abs(np.array(out["grad_pred"])[~rows]).max() == 0.0  # unlabelled rows get no VA gradient
+
+
+# -------------------------------------------------------------------------------------------- 2 workers vs 1
+
+def _namespaces_available() -> str | None:
+    """None when `unshare -n` can make a loopback-only network namespace here, else why not."""
+    try:
+        done = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"unshare/ip unavailable ({err})"
+    return None if done.returncode == 0 else f"unshare -n is not permitted here ({done.stderr.strip()[:200]})"
+
+
+def _run_bounded(command, timeout):
+    """Run `command` in its own process group; kill the whole group (workers included) however it ends."""
+    process = subprocess.Popen(command, env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _weights(path: Path) -> dict:
+    import h5py
+
+    values = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, item: values.__setitem__(name, item[()])
+                          if isinstance(item, h5py.Dataset) else None)
+    return values
+
+
+def _history(run: Path) -> list[dict]:
+    with (run / "history.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _cluster(logs: Path, args, timeout=240):
+    launch = " ".join([sys.executable, str(LAUNCHER), "cluster", str(logs), "2", str(timeout - 20), "--",
+                       *(f"'{a}'" for a in args)])
+    code, output = _run_bounded(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {launch}"], timeout)
+    worker_logs = {p.name: p.read_text() for p in sorted(logs.glob("*.log"))}
+    assert code == 0, output[-2000:] + "".join(f"\n--- {name}\n{text[-3000:]}" for name, text in worker_logs.items())
+    return "\n".join(worker_logs.values())
+
+
+@pytest.mark.slow  # three TensorFlow processes and a resumed 2-worker run: ~2 min on a busy 2-core CPU
+def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_and_resume(tmp_path):
+    reason = _namespaces_available()
+    if reason:
+        pytest.skip(reason)
+    from fbnet_tf import data, demo
+
+    records = sorted(str(d) for d in demo.prepare(tmp_path / "demo", scale="tiny", workers=1,
+                                                  image_size=37).values())
+    # Global batch 16: the streams' shares of each worker's 8 rows (3 VA, 2 AU, 3 EXPR) make the global 6/4/6.
+    sizes = data.stream_sizes(records)
+    assert data.stream_batch_sizes(sizes, 16) == {s: 2 * n for s, n in data.stream_batch_sizes(sizes, 8).items()}
+    args = ["--experiment", "demo", "--set", "model.preset=tiny", "--set", "model.dropout=0",
+            "--set", "data.augment=false", "--set", "data.deterministic=true", "--set", "data.batch_size=16",
+            "--set", "data.validation=false", "--set", "trainer.steps_per_epoch=3", "--set", "trainer.verbose=0",
+            "--set", f"data.record_dirs=[{','.join(records)}]"]
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    one = subprocess.Popen([sys.executable, str(LAUNCHER), "reference", str(reference), "2", "--", *args,
+                            "--set", "trainer.epochs=2", "--set", "runtime.strategy=default"],
+                           env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        logs = _cluster(tmp_path / "logs", [*args, "--set", "trainer.epochs=2",
+                                            "--set", "runtime.strategy=multi_worker", "--run-dir", str(run)])
+        output, _ = one.communicate(timeout=200)
+        assert one.returncode == 0, output[-3000:]
+    finally:
+        try:
+            os.killpg(one.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        one.wait()
+
+    assert "sharded by data over 2 input pipelines" in logs
+    two, single = _weights(run / "checkpoints" / "last.weights.h5"), _weights(reference / "checkpoints" /
+                                                                              "last.weights.h5")
+    assert sorted(two) == sorted(single) and len(two) >= 10
+    difference = max(float(np.abs(two[k] - single[k]).max()) for k in two)
+    scale = max(float(np.abs(single[k]).max()) for k in single)
+    print(f"\n2 workers vs 1 worker on the same global batches, after 2 epochs of 3 steps: max |weight difference| "
+          f"= {difference:.3g} (largest weight {scale:.3g})")
+    assert difference < 1e-4
+    # Metrics aggregated over both workers: the chief logs what the 1-worker run logs.
+    for mine, theirs in zip(_history(run), _history(reference)):
+        for key in ("loss", "loss_va", "loss_au", "loss_expression", "ccc_valence", "ccc_arousal", "au_f1",
+                    "expr_accuracy"):
+            assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-3, abs=1e-4), key
+    assert (run / "model.keras").is_file() and (run / "workers" / "worker-1" / "model.keras").is_file()
+
+    # Restarted (as after a kill) with one more epoch: both workers resume from the chief's backup.
+    logs = _cluster(tmp_path / "logs-resumed", [*args, "--set", "trainer.epochs=3",
+                                                "--set", "runtime.strategy=multi_worker", "--run-dir", str(run)])
+    assert logs.count("resuming after epoch 2 of 3") == 2, logs
+    assert [int(row["epoch"]) for row in _history(run)] == [0, 1, 2]
