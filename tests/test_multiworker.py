@@ -99,6 +99,40 @@ def test_eq1_terms_are_computed_over_the_global_batch_under_mirrored_strategy():
     assert np.abs(np.array(out["grad_pred"])[~rows]).max() == 0.0  # unlabelled rows get no VA gradient
 
 
+MIRRORED_FIT = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from test_train import random_batches, tiny
+    from fbnet_tf import train
+
+    data, _ = random_batches()  # 24 rows: 8 VA, 8 AU, 8 EXPR; replica 0 gets 8 VA + 4 AU, replica 1 4 AU + 8 EXPR
+    for name, strategy in (("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+                           ("one", tf.distribute.get_strategy())):
+        train.make_strategy = lambda _: strategy
+        train.train(tiny("trainer.epochs=2"), f"{sys.argv[1]}/{name}", train_data=data, steps_per_epoch=2)
+""")
+
+
+def test_model_fit_under_mirrored_strategy_matches_one_device(tmp_path):
+    """`model.fit` (the single-machine path) under MirroredStrategy over 2 logical CPUs, whose replicas' rows are
+    labelled for different tasks, logs and learns what one device does with the whole batch."""
+    done = subprocess.run([sys.executable, "-c", MIRRORED_FIT, str(tmp_path)], env=_env(), cwd=REPO / "tests",
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two, one = (_weights(tmp_path / name / "checkpoints" / "last.weights.h5") for name in ("mirrored", "one"))
+    difference = max(float(np.abs(two[k] - one[k]).max()) for k in one)
+    print(f"\nMirroredStrategy (2 logical CPUs) vs one device, model.fit, 4 steps at lr 1e-2: max |weight "
+          f"difference| = {difference:.3g}")
+    assert difference < 1e-4
+    for mine, theirs in zip(_history(tmp_path / "mirrored"), _history(tmp_path / "one")):
+        for key in ("loss", "loss_va", "loss_au", "loss_expression", "ccc_valence", "ccc_arousal", "au_f1",
+                    "expr_accuracy"):
+            assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-4, abs=1e-6), key
+
+
 # -------------------------------------------------------------------------------------------- 2 workers vs 1
 
 def _namespaces_available() -> str | None:
