@@ -10,7 +10,8 @@ directory.
     python -m fbnet_tf.train --experiment fatauvanet --run-dir runs/fatauva [--stage 2] \\
         --set data.stage_record_dirs={attribute:[records/celeba],au:[records/bp4d,records/semaine],va:[records/affwild]}
 
-A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore). The run dir
+Under MultiWorkerMirroredStrategy (TF_CONFIG set, several machines) the loop of `fbnet_tf.distributed` replaces
+`model.fit`. A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore). The run dir
 holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end, model.keras.
 """
 from __future__ import annotations
