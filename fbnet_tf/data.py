@@ -546,8 +546,9 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     stream at least once.
 
     `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
-    dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
-    share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
+    dataset yields this worker's share of every stream (`worker_share`: whole files, or every n-th record of each
+    pass) in per-replica batches, and each worker's epoch covers its share when the workers' shares of a stream
+    are about equal (they are, within FILE_SHARDING_BALANCE or one record). `tasks` restricts the streams
     (single-task baselines). `au_label_fraction` < 1 keeps AU labels for that seeded fraction of the AU stream's
     images only (`keeps_au_labels`): the setting where AU labels are scarce. The same seed gives the same batches whatever `deterministic` is (augmentation uses
     stateless per-image seeds; the record order is seeded and the parallel maps keep it, which is also what keeps

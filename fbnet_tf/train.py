@@ -11,8 +11,9 @@ directory.
         --set data.stage_record_dirs={attribute:[records/celeba],au:[records/bp4d,records/semaine],va:[records/affwild]}
 
 Under MultiWorkerMirroredStrategy (TF_CONFIG set, several machines) the loop of `fbnet_tf.distributed` replaces
-`model.fit`. A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore). The run dir
-holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end, model.keras.
+`model.fit`. A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore).
+The run dir holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end,
+model.keras.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -86,7 +88,7 @@ def make_strategy(name: str = "auto"):
 
 def worker_run_dir(strategy, run_dir: str | os.PathLike) -> Path:
     """The chief writes `run_dir`; other workers of a multi-worker run (which must save too: saving is collective)
-    write `run_dir/workers/<type>-<id>`, so they never overwrite the chief's files."""
+    write `run_dir/workers/<type>-<id>`, so they never overwrite the chief's files, and remove it at the end."""
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type, task_id = getattr(resolver, "task_type", None), getattr(resolver, "task_id", 0)
     has_chief = bool(resolver and "chief" in resolver.cluster_spec().as_dict())
@@ -319,7 +321,12 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
         run = runs.run_dir(root)
         trainer, history = _fit(cfg, run, family, names[0], strategy, chief_run=runs.run_dir(run_dir), **given)
         family.inference_model(trainer.network).save(run.model)
-        log.info("saved the inference model to %s", run.model)
+        if root != Path(run_dir):  # a worker's copy of the chief's files: only needed while it trains
+            shutil.rmtree(root, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                root.parent.rmdir()  # workers/, once the last worker is done
+        else:
+            log.info("saved the inference model to %s", run.model)
         return trainer, history
 
     runs.run_dir(root).create()
