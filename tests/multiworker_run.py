@@ -1,9 +1,10 @@
 """Processes for tests/test_multiworker.py (not a test module).
 
-    python tests/multiworker_run.py cluster LOGS WORKERS TIMEOUT -- TRAIN_ARGS...
+    python tests/multiworker_run.py cluster LOGS WORKERS TIMEOUT [KILL_AFTER] -- TRAIN_ARGS...
         Start WORKERS `python -m fbnet_tf.train TRAIN_ARGS` processes as one MultiWorkerMirroredStrategy cluster on
         127.0.0.1 (free ports, TF_CONFIG), wait up to TIMEOUT seconds, kill them all on the way out; their output
         goes to LOGS/worker-<i>.log. Exit status: the first non-zero one of the workers (124 on timeout).
+        KILL_AFTER=K: SIGKILL the last worker once the run dir's history.csv holds K epochs (exit status 137).
         Meant to run inside `unshare -n` (a network namespace with only loopback): TensorFlow's servers listen on
         every interface.
     python tests/multiworker_run.py reference RUN_DIR PIPELINES -- TRAIN_ARGS...
@@ -30,7 +31,15 @@ def free_ports(n):
     return ports
 
 
-def cluster(logs, workers, timeout, train_args):
+def logged_epochs(run_dir):
+    try:
+        with open(os.path.join(run_dir, "history.csv")) as handle:
+            return max(0, len(handle.read().strip().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def cluster(logs, workers, timeout, train_args, kill_after=None):
     os.makedirs(logs, exist_ok=True)
     addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     processes = []
@@ -42,10 +51,15 @@ def cluster(logs, workers, timeout, train_args):
                 processes.append(subprocess.Popen([sys.executable, "-m", "fbnet_tf.train", *train_args], env=env,
                                                   stdout=log, stderr=subprocess.STDOUT))
         deadline = time.time() + timeout
+        run_dir = train_args[train_args.index("--run-dir") + 1]
         while time.time() < deadline and any(p.poll() is None for p in processes):
+            if kill_after is not None and logged_epochs(run_dir) >= kill_after:
+                processes[-1].send_signal(signal.SIGKILL)
+                processes[-1].wait()
+                return 137
             if any(p.poll() not in (None, 0) for p in processes):
                 break  # one failed: the others would wait for it forever
-            time.sleep(0.1)
+            time.sleep(0.05)
         codes = [p.poll() for p in processes]
         return next((c if c is not None else 124 for c in codes if c != 0), 0)
     finally:
@@ -81,5 +95,6 @@ if __name__ == "__main__":
     mode, *options = sys.argv[1:split]
     rest = sys.argv[split + 1:]
     if mode == "cluster":
-        sys.exit(cluster(options[0], int(options[1]), float(options[2]), rest))
+        sys.exit(cluster(options[0], int(options[1]), float(options[2]), rest,
+                         int(options[3]) if len(options) > 3 else None))
     sys.exit(reference(options[0], int(options[1]), rest))

@@ -10,6 +10,7 @@ means over rows, so the order of the rows does not matter; what differs is the o
 """
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,21 +176,23 @@ def _history(run: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _cluster(logs: Path, args, timeout=240):
-    launch = " ".join([sys.executable, str(LAUNCHER), "cluster", str(logs), "2", str(timeout - 20), "--",
-                       *(f"'{a}'" for a in args)])
+def _cluster(logs: Path, args, timeout=240, kill_after=None):
+    """Run a 2-worker cluster (`kill_after` epochs: then SIGKILL worker 1, and the whole cluster with it)."""
+    launch = " ".join([sys.executable, str(LAUNCHER), "cluster", str(logs), "2", str(timeout - 20),
+                       *([str(kill_after)] if kill_after else []), "--", *(f"'{a}'" for a in args)])
     code, output = _run_bounded(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {launch}"], timeout)
     worker_logs = {p.name: p.read_text() for p in sorted(logs.glob("*.log"))}
-    assert code == 0, output[-2000:] + "".join(f"\n--- {name}\n{text[-3000:]}" for name, text in worker_logs.items())
+    assert code == (137 if kill_after else 0), output[-2000:] + "".join(
+        f"\n--- {name}\n{text[-3000:]}" for name, text in worker_logs.items())
     return "\n".join(worker_logs.values())
 
 
-@pytest.mark.slow  # three TensorFlow processes and a resumed 2-worker run: ~2 min on a busy 2-core CPU
+@pytest.mark.slow  # 3 TensorFlow processes, then a killed and a resumed 2-worker run: 1-2 min on a busy 2-core CPU
 def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_and_resume(tmp_path):
     reason = _namespaces_available()
     if reason:
         pytest.skip(reason)
-    from fbnet_tf import data, demo
+    from fbnet_tf import data, demo, runs
 
     records = sorted(str(d) for d in demo.prepare(tmp_path / "demo", scale="tiny", workers=1,
                                                   image_size=37).values())
@@ -233,9 +236,15 @@ def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_
             assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-3, abs=1e-4), key
     assert (run / "model.keras").is_file() and not (run / "workers").exists()  # worker 1's copies removed
 
-    # Restarted (as after a kill) with one more epoch: both workers resume from the chief's backup (worker 1,
-    # whose own folder is gone, from its copy).
-    logs = _cluster(tmp_path / "logs-resumed", [*args, "--set", "trainer.epochs=3",
-                                                "--set", "runtime.strategy=multi_worker", "--run-dir", str(run)])
-    assert logs.count("resuming after epoch 2 of 3") == 2, logs
-    assert [int(row["epoch"]) for row in _history(run)] == [0, 1, 2]
+    # Killed: worker 1 gets SIGKILL once the chief has logged 4 epochs (of 1000); the process group goes with it.
+    killed = ["--set", "runtime.strategy=multi_worker", "--run-dir", str(run)]
+    _cluster(tmp_path / "logs-killed", [*args, "--set", "trainer.epochs=1000", *killed], kill_after=4)
+    done = runs.completed_epochs(run)  # what the chief's backup holds (a kill may cut its last one short)
+    assert done >= 2
+    # Restarted, one more epoch: both workers resume from the chief's backup, and no epoch is logged twice.
+    logs = _cluster(tmp_path / "logs-resumed", [*args, "--set", f"trainer.epochs={done + 1}", *killed])
+    resumed = re.findall(rf"resuming after epoch (\d+) of {done + 1}", logs)
+    assert len(resumed) == 2 and len(set(resumed)) == 1 and int(resumed[0]) >= done - 1, logs[-3000:]
+    print(f"worker 1 killed with {done} epochs backed up; both workers restarted and resumed after epoch "
+          f"{resumed[0]}")
+    assert [int(row["epoch"]) for row in _history(run)] == list(range(done + 1))
