@@ -320,13 +320,13 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     if len(names) == 1:
         run = runs.run_dir(root)
         trainer, history = _fit(cfg, run, family, names[0], strategy, chief_run=runs.run_dir(run_dir), **given)
-        family.inference_model(trainer.network).save(run.model)
-        if root != Path(run_dir):  # a worker's copy of the chief's files: only needed while it trains
+        if root == Path(run_dir):
+            family.inference_model(trainer.network).save(run.model)
+            log.info("saved the inference model to %s", run.model)
+        else:  # a worker's copies of the chief's files: only needed while it trains
             shutil.rmtree(root, ignore_errors=True)
             with contextlib.suppress(OSError):
                 root.parent.rmdir()  # workers/, once the last worker is done
-        else:
-            log.info("saved the inference model to %s", run.model)
         return trainer, history
 
     runs.run_dir(root).create()
