@@ -28,6 +28,46 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
 
 
+# ------------------------------------------------------------------------------------------ each worker's share
+
+def test_shard_files_go_whole_to_workers_only_when_they_balance():
+    from fbnet_tf import data
+
+    even = {f"s-{i}": 10 for i in range(4)}
+    shares = [data.worker_share(even, 2, i) for i in range(2)]
+    assert [shard for _, shard in shares] == [None, None]  # by file
+    files = [{f for f, _, _ in cut} for cut, _ in shares]
+    assert not files[0] & files[1] and files[0] | files[1] == set(even) and len(files[0]) == 2
+    for counts, whole_files in (({"a": 30, "b": 10}, True), ({"a": 10}, True), (even, False)):
+        cut, shard = data.worker_share(counts, 2, 1, whole_files=whole_files)
+        assert shard == (2, 1) and {f for f, _, _ in cut} == set(counts)  # by data: every file, every 2nd record
+
+
+def test_workers_sharding_by_data_split_each_pass_of_a_stream_between_them(tmp_path):
+    """Sharded by data, each worker keeps every other record of the same seeded pass, after the stream's filter:
+    the two workers' passes are disjoint and together hold every image of the stream once (a worker never gets a
+    share without images of the stream, which would leave its pipeline waiting forever)."""
+    import tensorflow as tf
+
+    from fbnet_tf import data
+    from fbnet_tf.records import feature_spec
+    from test_train import write_records
+
+    write_records(tmp_path / "records")  # one shard of 18 records: 6 VA, 6 AU, 6 EXPR, interleaved
+    counts = data.shard_record_counts(str(tmp_path / "records"), "train")
+    spec = {"sample_id": feature_spec()["sample_id"]}
+    for stream in data.STREAMS:
+        passes = []
+        for worker in range(2):
+            cut, shard = data.worker_share(counts, 2, worker, whole_files=False)
+            records = data.stream_epoch_records(data.segment_table(cut), epoch=0, per_epoch=3, stream_seed=7,
+                                                select=stream, shard=shard)
+            passes.append([tf.io.parse_single_example(r, spec)["sample_id"].numpy().decode() for r in records])
+        kind = data.STREAMS.index(stream)  # write_records: record i is VA, AU, EXPR for i % 3 = 0, 1, 2
+        assert sorted(passes[0] + passes[1]) == sorted(f"train/{i}" for i in range(18) if i % 3 == kind), stream
+        assert len(passes[0]) == len(passes[1]) == 3
+
+
 # ------------------------------------------------------------------------------------ losses over the global batch
 
 GLOBAL_LOSSES = textwrap.dedent("""
