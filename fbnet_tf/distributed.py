@@ -68,9 +68,11 @@ def fit(trainer, strategy, dataset, *, epochs: int, steps_per_epoch: int, callba
     """`trainer.fit(dataset, epochs=, steps_per_epoch=, callbacks=)` under `strategy`, for a compiled trainer built
     in `strategy.scope()`; `dataset` a distributed dataset (`strategy.distribute_datasets_from_function`) of
     per-replica `(images, targets)` batches. Starts at the epoch a BackupAndRestore callback restores. Returns the
-    `keras.callbacks.History` of this call's epochs."""
+    `keras.callbacks.History` of this call's epochs; raises RuntimeError saying what to do when another worker
+    dies."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     history = keras.callbacks.History()
     progress = verbose not in (0, "0")
@@ -88,17 +90,23 @@ def fit(trainer, strategy, dataset, *, epochs: int, steps_per_epoch: int, callba
         log.info("resuming after epoch %d of %d", initial_epoch, epochs)
     iterator = iter(dataset)
     logs = {}
-    for epoch in range(initial_epoch, epochs):
-        trainer.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        for batch in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(batch)
-            logs = {name: float(np.asarray(value)) for name, value in step(iterator).items()}
-            callback_list.on_train_batch_end(batch, logs)
+    epoch = initial_epoch
+    try:
+        for epoch in range(initial_epoch, epochs):
+            trainer.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            for batch in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(batch)
+                logs = {name: float(np.asarray(value)) for name, value in step(iterator).items()}
+                callback_list.on_train_batch_end(batch, logs)
+                if trainer.stop_training:
+                    break
+            callback_list.on_epoch_end(epoch, dict(logs))
             if trainer.stop_training:
                 break
-        callback_list.on_epoch_end(epoch, dict(logs))
-        if trainer.stop_training:
-            break
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:  # a peer died (killed, preempted)
+        raise RuntimeError(f"another worker of the cluster stopped during epoch {epoch + 1} "
+                           f"({str(error).splitlines()[0][:200]}...); restart every worker with the same command: "
+                           "they resume from the chief's backup at its last finished epoch") from None
     callback_list.on_train_end(logs)
     return history
