@@ -63,11 +63,36 @@ def train_step_function(trainer, strategy):
     return step
 
 
+def evaluate(evaluator, dataset, steps: int | None = None) -> dict:
+    """{"val_loss", "val_<metric>": ...} of `evaluator` (a trainer built outside the strategy's scope around the
+    trained network) over `dataset`, a plain local one: as `model.fit`'s validation computes them. Every worker
+    evaluates the whole split, locally, without collectives, so every worker logs the same values."""
+    import keras
+    import tensorflow as tf
+
+    total = keras.metrics.Mean(name="loss")
+
+    @tf.function(reduce_retracing=True)
+    def test_step(images, targets):
+        outputs = evaluator(images, training=False)
+        loss = evaluator.compute_loss(images, targets, outputs, training=False)
+        total.update_state(loss, sample_weight=tf.shape(images)[0])
+        evaluator.compute_metrics(images, targets, outputs)
+
+    evaluator.reset_metrics()
+    for images, targets in dataset.take(steps) if steps else dataset:
+        test_step(images, targets)
+    results = {"loss": total.result(), **evaluator.get_metrics_result()}
+    return {f"val_{name}": float(value) for name, value in results.items()}
+
+
 def fit(trainer, strategy, dataset, *, epochs: int, steps_per_epoch: int, callbacks: Sequence = (),
-        verbose="auto"):
-    """`trainer.fit(dataset, epochs=, steps_per_epoch=, callbacks=)` under `strategy`, for a compiled trainer built
-    in `strategy.scope()`; `dataset` a distributed dataset (`strategy.distribute_datasets_from_function`) of
-    per-replica `(images, targets)` batches. Starts at the epoch a BackupAndRestore callback restores. Returns the
+        verbose="auto", validation_data=None, validation_steps: int | None = None, evaluator=None):
+    """`trainer.fit(dataset, epochs=, steps_per_epoch=, callbacks=, validation_data=)` under `strategy`, for a
+    compiled trainer built in `strategy.scope()`; `dataset` a distributed dataset
+    (`strategy.distribute_datasets_from_function`) of per-replica `(images, targets)` batches; `validation_data` a
+    local dataset that `evaluator` (see `evaluate`) scores after each epoch. Starts at the epoch a
+    BackupAndRestore callback restores. Returns the
     `keras.callbacks.History` of this call's epochs; raises RuntimeError saying what to do when another worker
     dies."""
     import keras
@@ -101,6 +126,8 @@ def fit(trainer, strategy, dataset, *, epochs: int, steps_per_epoch: int, callba
                 callback_list.on_train_batch_end(batch, logs)
                 if trainer.stop_training:
                     break
+            if validation_data is not None and not trainer.stop_training:
+                logs.update(evaluate(evaluator, validation_data, validation_steps))
             callback_list.on_epoch_end(epoch, dict(logs))
             if trainer.stop_training:
                 break

@@ -397,11 +397,6 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
     else:
         steps_per_epoch = cfg.trainer.steps_per_epoch or steps_per_epoch
     epochs = int(cfg.trainer.stage_epochs.get(stage, cfg.trainer.epochs))
-    if multi_worker and validation_data is not None:
-        log.warning("multi-worker training does not validate after each epoch (no best.weights.h5); evaluate "
-                    "the run afterwards: python -m fbnet_tf.evaluate --run-dir %s", (chief_run or run).root)
-        validation_data = None
-
     with strategy.scope():
         trainer = family.build_trainer(cfg, stage=stage)
         trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
@@ -426,9 +421,14 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
             if multi_worker:  # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
                 if not own_pipeline:
                     train_data = strategy.experimental_distribute_dataset(train_data)
+                # Validation: every worker scores the whole split locally, with a trainer of its own around the
+                # trained network (metrics outside the strategy's scope, no collectives).
+                evaluator = family.build_trainer(cfg, network=trainer.network, stage=stage) \
+                    if validation_data is not None else None
                 history = distributed.fit(trainer, strategy, train_data, epochs=epochs,
                                           steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                                          verbose=cfg.trainer.verbose)
+                                          verbose=cfg.trainer.verbose, validation_data=validation_data,
+                                          validation_steps=cfg.trainer.validation_steps, evaluator=evaluator)
             else:
                 history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                       validation_data=validation_data,

@@ -10,7 +10,7 @@
     python tests/multiworker_run.py reference RUN_DIR PIPELINES -- TRAIN_ARGS...
         One process, one replica, `model.fit`: each step's batch is the concatenation of what PIPELINES workers'
         input pipelines (the same `data.training_dataset` sharding arithmetic) feed their replicas in that step,
-        i.e. the global batch of a PIPELINES-worker run.
+        i.e. the global batch of a PIPELINES-worker run; validated on the records' validation split.
 """
 import json
 import os
@@ -86,7 +86,9 @@ def reference(run_dir, pipelines, train_args):
                 {key: tf.concat([targets[key] for _, targets in batches], axis=0) for key in batches[0][1]})
 
     dataset = tf.data.Dataset.zip(tuple(ds for ds, _ in parts)).map(concatenate)
-    train.train(cfg, run_dir, train_data=dataset, steps_per_epoch=parts[0][1])
+    validation = data.validation_dataset(cfg.data.record_dirs, batch_size=cfg.data.validation_batch_size,
+                                         image_size=cfg.model.image_size) if cfg.data.validation else None
+    train.train(cfg, run_dir, train_data=dataset, steps_per_epoch=parts[0][1], validation_data=validation)
     return 0
 
 

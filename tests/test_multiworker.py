@@ -241,7 +241,7 @@ def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_
     assert data.stream_batch_sizes(sizes, 16) == {s: 2 * n for s, n in data.stream_batch_sizes(sizes, 8).items()}
     args = ["--experiment", "demo", "--set", "model.preset=tiny", "--set", "model.dropout=0",
             "--set", "data.augment=false", "--set", "data.deterministic=true", "--set", "data.batch_size=16",
-            "--set", "data.validation=false", "--set", "trainer.steps_per_epoch=3", "--set", "trainer.verbose=0",
+            "--set", "data.validation_batch_size=8", "--set", "trainer.steps_per_epoch=3", "--set", "trainer.verbose=0",
             "--set", f"data.record_dirs=[{','.join(records)}]"]
     run, reference = tmp_path / "run", tmp_path / "reference"
     one = subprocess.Popen([sys.executable, str(LAUNCHER), "reference", str(reference), "2", "--", *args,
@@ -269,11 +269,12 @@ def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_
     print(f"\n2 workers vs 1 worker on the same global batches, after 2 epochs of 3 steps: max |weight difference| "
           f"= {difference:.3g} (largest weight {scale:.3g})")
     assert difference < 1e-4
-    # Metrics aggregated over both workers: the chief logs what the 1-worker run logs.
+    # Metrics aggregated over both workers, and the validation: the chief logs what the 1-worker run logs.
     for mine, theirs in zip(_history(run), _history(reference)):
         for key in ("loss", "loss_va", "loss_au", "loss_expression", "ccc_valence", "ccc_arousal", "au_f1",
-                    "expr_accuracy"):
+                    "expr_accuracy", "val_loss", "val_ccc_valence", "val_au_f1", "val_expr_accuracy"):
             assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-3, abs=1e-4), key
+    assert len(_history(run)) == 2 and (run / "checkpoints" / "best.weights.h5").is_file()
     assert (run / "model.keras").is_file() and not (run / "workers").exists()  # worker 1's copies removed
 
     # Killed: worker 1 gets SIGKILL once the chief has logged 4 epochs (of 1000); the process group goes with it.
