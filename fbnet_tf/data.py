@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import os
 from typing import Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ _LABEL_KEYS = ("expr", "va", "va_mask", "au", "au_mask")
 _LABEL_SPEC = {k: v for k, v in feature_spec().items() if k in ("expr", "va_mask", "au_mask")}
 _TRAINING_SPEC = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *_LABEL_KEYS)}
 _SELECT_SPEC = {**_LABEL_SPEC, "sample_id": feature_spec()["sample_id"]}
+log = logging.getLogger("fbnet_tf.data")
 
 
 # ---------------------------------------------------------------- record directories, manifests, stream sizes
@@ -175,6 +177,29 @@ def segments(counts: Mapping[str, int], *, pieces: int = READERS, at_least: int 
         bounds = [n * i // k for i in range(k + 1)]
         cut += [(path, start, stop - start) for start, stop in zip(bounds, bounds[1:]) if stop > start]
     return cut
+
+
+# Shard files go whole to the workers when the most loaded worker then reads at most this much more than the least.
+FILE_SHARDING_BALANCE = 1.1
+
+
+def worker_share(counts: Mapping[str, int], pipelines: int, pipeline_id: int, *,
+                 whole_files: bool = True) -> tuple[list, tuple[int, int] | None]:
+    """One input pipeline's (worker's) share of a stream's shards {file: records}: (its segments, None) when it
+    reads whole files, or (every segment, (pipelines, pipeline_id)) when it keeps every `pipelines`-th record of
+    each pass (`Dataset.shard`, after the stream's filter), as tf.data's auto-sharding does by file or by data.
+
+    By file where the files allow: every record of them belongs to the stream (`whole_files`; a file may otherwise
+    hold none of the stream's images, e.g. the AU-coded videos of a release all in one shard) and, dealt out
+    largest first to the least loaded worker, the loads lie within FILE_SHARDING_BALANCE of each other."""
+    loads, owned = [0] * pipelines, [set() for _ in range(pipelines)]
+    for path in sorted(counts, key=lambda f: (-counts[f], f)):
+        least = loads.index(min(loads))
+        owned[least].add(path)
+        loads[least] += counts[path]
+    if whole_files and min(loads) > 0 and max(loads) <= FILE_SHARDING_BALANCE * min(loads):
+        return segments({f: n for f, n in counts.items() if f in owned[pipeline_id]}), None
+    return segments(counts), (pipelines, pipeline_id)
 
 
 def stream_batch_sizes(sizes: Mapping[str, int], batch_size: int) -> dict[str, int]:
@@ -406,7 +431,8 @@ def _seed_pair(stream_seed: int, epoch, draw: int):
     return tf.stack([tf.constant(stream_seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + draw])
 
 
-def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, remote: bool):
+def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, remote: bool,
+                 shard: tuple[int, int] | None = None):
     """One pass over a stream's segments (every record of them once), filtered to the stream `select` (when set)
     and shuffled.
 
@@ -437,25 +463,27 @@ def _stream_pass(table, seed_pair, shuffle_seed: int, *, select: str | None, rem
         ds = ds.filter(lambda serialized: predicate(tf.io.parse_single_example(serialized, _SELECT_SPEC)))
     # A fixed op seed (a tensor one fails under a global seed, as `keras.utils.set_random_seed` sets): the merge
     # above already orders every pass differently.
+    if shard is not None:  # (workers, this one): every worker merges the same order, and keeps its n-th records
+        ds = ds.shard(*shard)
     return ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
 
 
 def stream_epoch_records(table, *, epoch, per_epoch: int, stream_seed: int, select: str | None = None,
-                         remote: bool = False):
+                         remote: bool = False, shard: tuple[int, int] | None = None):
     """The serialized records one stream feeds in epoch `epoch`: exactly `per_epoch` of them, one whole shuffled
     pass over the stream first (so every record is in every epoch when the pass is no longer than `per_epoch`),
     then the start of another pass (repeated for a stream much smaller than its share of the epoch).
 
     `table` is `segment_table(segments(...))`; `select` filters the records to one stream's labels (a stream name,
     or a predicate on the label features, see `_selector`)."""
-    options = dict(select=select, remote=remote)
+    options = dict(select=select, remote=remote, shard=shard)
     first = _stream_pass(table, _seed_pair(stream_seed, epoch, 0), 2 * stream_seed, **options)
     top_up = _stream_pass(table, _seed_pair(stream_seed, epoch, 1), 2 * stream_seed + 1, **options).repeat()
     return first.concatenate(top_up).take(per_epoch)
 
 
 def _stream_batches(stream, table, *, per_epoch: int, select, batch: int, image_size: int, augment: bool,
-                    stream_seed: int, remote: bool, sample_ids: bool):
+                    stream_seed: int, remote: bool, sample_ids: bool, shard: tuple[int, int] | None = None):
     """One stream's endless batches, epoch after epoch (`per_epoch` // `batch` of them each): its records decoded
     and cropped (at random when augmenting; uint8), with only this stream's labels.
 
@@ -463,7 +491,7 @@ def _stream_batches(stream, table, *, per_epoch: int, select, batch: int, image_
     order is built per epoch (`stream_epoch_records`), and the decoding runs on across epoch boundaries."""
     records = tf.data.Dataset.counter().flat_map(
         lambda epoch: stream_epoch_records(table, epoch=epoch, per_epoch=per_epoch, stream_seed=stream_seed,
-                                           select=select, remote=remote))
+                                           select=select, remote=remote, shard=shard))
     centre = _centre_corner(image_size)
     keys = _STREAM_LABELS[stream] + (("sample_id",) if sample_ids else ())
     spec = {k: v for k, v in feature_spec().items() if k in ("image/encoded", *keys)}
@@ -518,8 +546,9 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     stream at least once.
 
     `batch_size` is global; with an `input_context` (from `strategy.distribute_datasets_from_function`) the
-    dataset yields this worker's share of the segments in per-replica batches, and each worker's epoch covers its
-    share when the workers' shares of a stream are about equal (segments are). `tasks` restricts the streams
+    dataset yields this worker's share of every stream (`worker_share`: whole files, or every n-th record of each
+    pass) in per-replica batches, and each worker's epoch covers its share when the workers' shares of a stream
+    are about equal (they are, within FILE_SHARDING_BALANCE or one record). `tasks` restricts the streams
     (single-task baselines). `au_label_fraction` < 1 keeps AU labels for that seeded fraction of the AU stream's
     images only (`keeps_au_labels`): the setting where AU labels are scarce. The same seed gives the same batches whatever `deterministic` is (augmentation uses
     stateless per-image seeds; the record order is seeded and the parallel maps keep it, which is also what keeps
@@ -549,15 +578,18 @@ def training_dataset(record_dirs, *, batch_size: int, image_size: int, split: st
     for stream in (s for s in STREAMS if s in shares):
         carriers = [d for d in dirs if per_dir[d][stream] > 0]
         counts = {f: n for d in carriers for f, n in shard_record_counts(d, split).items()}
-        cut = segments(counts, at_least=pipelines)
-        if input_context is not None:
-            cut = cut[input_context.input_pipeline_id::pipelines]
-            if not cut:
-                raise ValueError(f"the {stream} stream has {sum(counts.values())} records: fewer than the "
-                                 f"{pipelines} input pipelines")
         filtered = any(per_dir[d][stream] != per_dir[d]["records"] for d in carriers) or \
             (stream == "au" and scarce)
+        cut, shard = segments(counts), None
+        if input_context is not None:
+            if sizes[stream] < pipelines:
+                raise ValueError(f"the {stream} stream has {sizes[stream]} images: fewer than the {pipelines} "
+                                 "input pipelines (workers)")
+            cut, shard = worker_share(counts, pipelines, input_context.input_pipeline_id, whole_files=not filtered)
+            log.info("%s stream: %d shard file(s), %d images, sharded by %s over %d input pipelines (workers)",
+                     stream, len(counts), sizes[stream], "data" if shard else "file", pipelines)
         plans.append(dict(stream=stream, table=segment_table(cut), per_epoch=batches_per_epoch * shares[stream],
+                          shard=shard,
                           batch=shares[stream],
                           select=_selector(stream, au_label_fraction, seed) if filtered else None,
                           remote=any(f.startswith(REMOTE_PREFIXES) for f, _, _ in cut),

@@ -22,9 +22,23 @@ DM_FORMS = ("bernoulli", "literal")
 _PROB_EPSILON = 1e-7  # q is clipped to [eps, 1 - eps] before its log
 
 
+def global_sums(*sums):
+    """Batch sums over the GLOBAL batch: inside `strategy.run` with several replicas (GPUs, workers), each
+    replica's local sums all-reduced; elsewhere the sums as given. Every loss term is then the global batch's value
+    on every replica, so 2 workers compute what 1 computes on the same batch. Differentiable: the gradient of an
+    all-reduce sum is an all-reduce sum, which with each replica's loss divided by the number of replicas (as the
+    trainers do) gives each replica the gradient of the global loss with respect to its own rows."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return sums
+    return tuple(context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums)))
+
+
 def _masked_mean(values, weights):
-    """sum(values * weights) / max(sum(weights), 1): 0, with zero gradient, when every weight is 0."""
-    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    """sum(values * weights) / max(sum(weights), 1) over the global batch: 0, with zero gradient, when every weight
+    is 0."""
+    total, count = global_sums(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+    return total / tf.maximum(count, 1.0)
 
 
 def _basic_table(table) -> _relatedness.RelatednessTable:
@@ -51,7 +65,8 @@ def expression_loss(expr, expression_logits, weights=None):
     per_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(labelled, expr, 0), logits=logits)
     count = tf.cast(labelled, tf.float32)
     scale = count if weights is None else count * tf.cast(tf.reshape(weights, [-1]), tf.float32)
-    return tf.reduce_sum(per_image * scale) / tf.maximum(tf.reduce_sum(count), 1.0)
+    total, labelled_count = global_sums(tf.reduce_sum(per_image * scale), tf.reduce_sum(count))
+    return total / tf.maximum(labelled_count, 1.0)
 
 
 def au_loss(au, au_mask, au_logits, weights=None):
@@ -72,24 +87,28 @@ def au_loss(au, au_mask, au_logits, weights=None):
 
 
 def batch_ccc(y_true, y_pred, mask):
-    """CCC per column [D] over the rows with mask > 0 (population variances). A zero denominator (fewer than 2
-    rows, or identical constants) gives 0 with finite gradients."""
+    """CCC per column [D] over the rows with mask > 0 (population variances) of the global batch (see
+    `global_sums`: two passes, the means first, then the centred sums). A zero denominator (fewer than 2 rows, or
+    identical constants) gives 0 with finite gradients."""
     y_true, y_pred = tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32)
     m = tf.cast(tf.reshape(mask, [-1, 1]) > 0, tf.float32)
-    n = tf.maximum(tf.reduce_sum(m), 1.0)
-    mean_true = tf.reduce_sum(y_true * m, axis=0) / n
-    mean_pred = tf.reduce_sum(y_pred * m, axis=0) / n
+    count, sum_true, sum_pred = global_sums(tf.reduce_sum(m), tf.reduce_sum(y_true * m, axis=0),
+                                            tf.reduce_sum(y_pred * m, axis=0))
+    n = tf.maximum(count, 1.0)
+    mean_true, mean_pred = sum_true / n, sum_pred / n
     dev_true, dev_pred = (y_true - mean_true) * m, (y_pred - mean_pred) * m
-    covariance = tf.reduce_sum(dev_true * dev_pred, axis=0) / n
-    denominator = (tf.reduce_sum(dev_true ** 2, axis=0) / n + tf.reduce_sum(dev_pred ** 2, axis=0) / n
-                   + (mean_true - mean_pred) ** 2)
+    co, square_true, square_pred = global_sums(tf.reduce_sum(dev_true * dev_pred, axis=0),
+                                               tf.reduce_sum(dev_true ** 2, axis=0),
+                                               tf.reduce_sum(dev_pred ** 2, axis=0))
+    covariance = co / n
+    denominator = square_true / n + square_pred / n + (mean_true - mean_pred) ** 2
     return 2.0 * covariance / tf.maximum(denominator, 1e-8)
 
 
 def va_loss(va, va_mask, valence_arousal):
-    """1 - mean(CCC_valence, CCC_arousal) over the batch's VA-labelled images; 0 when fewer than 2 of them."""
+    """1 - mean(CCC_valence, CCC_arousal) over the (global) batch's VA-labelled images; 0 when fewer than 2."""
     ccc = batch_ccc(va, valence_arousal, va_mask)
-    labelled = tf.reduce_sum(tf.cast(tf.reshape(va_mask, [-1]) > 0, tf.float32))
+    labelled, = global_sums(tf.reduce_sum(tf.cast(tf.reshape(va_mask, [-1]) > 0, tf.float32)))
     return tf.where(labelled >= 2.0, 1.0 - tf.reduce_mean(ccc), 0.0)
 
 

@@ -294,6 +294,30 @@ def _weights(mask, sample_weight, shape_like):
     return weight
 
 
+def global_batch(values):
+    """A nest of [N, ...] tensors -> the global batch's rows: inside `strategy.run` with several replicas (GPUs,
+    workers), every replica's rows gathered (in replica order); elsewhere `values` as given. Metrics updated with
+    it hold the same, global state on every replica: the epoch's CCC and F1 over all workers' images."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    # An all-reduce of each replica's rows placed in its own block of zeros: exact, and unlike `all_gather` it
+    # runs under MultiWorkerMirroredStrategy in TF 2.21 ("destinations can not be empty"). Replicas' batches
+    # have the same number of rows (the pipelines drop remainders).
+    replicas = context.num_replicas_in_sync
+    place = tf.one_hot(context.replica_id_in_sync_group, replicas)  # [R], 1 at this replica
+
+    flat = [tf.convert_to_tensor(v) for v in tf.nest.flatten(values)]
+    rows = [tf.cast(v, tf.float32) for v in flat]
+    spread = [tf.reshape(place, [replicas, *([1] * r.shape.rank)]) * r[None] for r in rows]
+    totals = context.all_reduce(tf.distribute.ReduceOp.SUM, spread)
+    return tf.nest.pack_sequence_as(values, [
+        tf.cast(tf.reshape(t, tf.concat([[-1], tf.shape(r)[1:]], axis=0)), v.dtype)
+        for t, r, v in zip(totals, rows, flat)])
+
+
 @keras.saving.register_keras_serializable(package="fbnet")
 class StreamingCCC(keras.metrics.Metric):
     """CCC over every sample seen since the last reset (not a mean of batch CCCs), per column of y [N, D].
@@ -302,18 +326,23 @@ class StreamingCCC(keras.metrics.Metric):
     stays exact in float32. `dimension=None` reports the mean CCC over the columns, an int that column's CCC.
     `update_state(y_true, y_pred, mask)`: rows with mask 0 (no VA label) are skipped. Same undefined values as
     `ccc`: no sample -> 0, zero denominator -> 1.
+
+    Under a distribution strategy its state is not a sum over replicas (means are not additive): the trainers
+    update it with the global batch (`global_batch`), so every replica holds the same state, and a read across
+    replicas takes their mean, which is that state.
     """
 
     def __init__(self, dimension=None, num_dimensions=2, name="ccc", dtype=None, **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
         self.dimension, self.num_dimensions = dimension, num_dimensions
         shape = (num_dimensions,)
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-        self.mean_true = self.add_variable(shape=shape, initializer="zeros", name="mean_true")
-        self.mean_pred = self.add_variable(shape=shape, initializer="zeros", name="mean_pred")
-        self.m2_true = self.add_variable(shape=shape, initializer="zeros", name="m2_true")
-        self.m2_pred = self.add_variable(shape=shape, initializer="zeros", name="m2_pred")
-        self.co_moment = self.add_variable(shape=shape, initializer="zeros", name="co_moment")
+        state = dict(initializer="zeros", aggregation="mean")
+        self.count = self.add_variable(shape=(), name="count", **state)
+        self.mean_true = self.add_variable(shape=shape, name="mean_true", **state)
+        self.mean_pred = self.add_variable(shape=shape, name="mean_pred", **state)
+        self.m2_true = self.add_variable(shape=shape, name="m2_true", **state)
+        self.m2_pred = self.add_variable(shape=shape, name="m2_pred", **state)
+        self.co_moment = self.add_variable(shape=shape, name="co_moment", **state)
 
     def update_state(self, y_true, y_pred, mask=None, sample_weight=None):
         y_true = ops.reshape(ops.cast(y_true, "float32"), (-1, self.num_dimensions))

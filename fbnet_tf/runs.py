@@ -170,6 +170,22 @@ def repair_backup(run_dir_path: str | os.PathLike) -> str | None:
     return f"{backup}: unreadable backup and no previous one; starting over"
 
 
+def copy_backup(source_run_dir: str | os.PathLike, run_dir_path: str | os.PathLike) -> None:
+    """Make `run_dir_path`'s backup a copy of `source_run_dir`'s (a multi-worker run's workers resume from the
+    chief's); without a source backup, remove the target's (the chief starts over, so must every worker)."""
+    source, target = run_dir(source_run_dir).backup, run_dir(run_dir_path).backup
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
+        for path in (source / name, source / f"{name}{PREVIOUS}"):
+            copy = target / path.name
+            if path.is_file():
+                tmp = copy.with_name(copy.name + ".tmp")
+                tmp.write_bytes(path.read_bytes())
+                os.replace(tmp, copy)
+            else:
+                copy.unlink(missing_ok=True)
+
+
 def _readable(weights: Path, metadata: Path, h5py) -> bool:
     try:
         int(json.loads(metadata.read_text())["epoch"])

@@ -10,8 +10,10 @@ directory.
     python -m fbnet_tf.train --experiment fatauvanet --run-dir runs/fatauva [--stage 2] \\
         --set data.stage_record_dirs={attribute:[records/celeba],au:[records/bp4d,records/semaine],va:[records/affwild]}
 
-A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore). The run dir
-holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end, model.keras.
+Under MultiWorkerMirroredStrategy (TF_CONFIG set, several machines) the loop of `fbnet_tf.distributed` replaces
+`model.fit`. A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore).
+The run dir holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end,
+model.keras.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -85,7 +88,7 @@ def make_strategy(name: str = "auto"):
 
 def worker_run_dir(strategy, run_dir: str | os.PathLike) -> Path:
     """The chief writes `run_dir`; other workers of a multi-worker run (which must save too: saving is collective)
-    write `run_dir/workers/<type>-<id>`, so they never overwrite the chief's files."""
+    write `run_dir/workers/<type>-<id>`, so they never overwrite the chief's files, and remove it at the end."""
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type, task_id = getattr(resolver, "task_type", None), getattr(resolver, "task_id", 0)
     has_chief = bool(resolver and "chief" in resolver.cluster_spec().as_dict())
@@ -194,6 +197,13 @@ def callbacks_for(run: runs.RunDir, *, validation: bool, best_val_loss: float | 
 
 # ------------------------------------------------------------------------------------------------- datasets
 
+def pipeline_arguments(cfg: config_lib.ExperimentConfig) -> dict:
+    """The keyword arguments of `data.training_dataset` (besides record dirs and input context) for a config."""
+    return dict(batch_size=cfg.data.batch_size, image_size=cfg.model.image_size, split="train",
+                tasks=tuple(cfg.model.tasks), augment=cfg.data.augment, deterministic=cfg.data.deterministic,
+                seed=cfg.data.seed, au_label_fraction=cfg.data.au_label_fraction)
+
+
 def datasets(cfg: config_lib.ExperimentConfig, strategy):
     """(training dataset, steps per epoch, validation dataset or None) from the config's record dirs."""
     from fbnet_tf import data
@@ -202,9 +212,7 @@ def datasets(cfg: config_lib.ExperimentConfig, strategy):
     if not dirs:
         raise ValueError("data.record_dirs is empty: give the TFRecord folders, e.g. "
                          "--set data.record_dirs=[records/affectnet,records/disfa]")
-    kwargs = dict(batch_size=cfg.data.batch_size, image_size=cfg.model.image_size, split="train",
-                  tasks=tuple(cfg.model.tasks), augment=cfg.data.augment, deterministic=cfg.data.deterministic,
-                  seed=cfg.data.seed, au_label_fraction=cfg.data.au_label_fraction)
+    kwargs = pipeline_arguments(cfg)
     if strategy.num_replicas_in_sync > 1:
         # Each worker reads its own shard in per-replica batches (the pipeline splits the global batch).
         steps = {}
@@ -323,9 +331,14 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
                          + ", ".join(f"{n} {name}" for n, name in enumerate(names, 1)))
     if len(names) == 1:
         run = runs.run_dir(root)
-        trainer, history = _fit(cfg, run, family, names[0], strategy, **given)
-        family.inference_model(trainer.network).save(run.model)
-        log.info("saved the inference model to %s", run.model)
+        trainer, history = _fit(cfg, run, family, names[0], strategy, chief_run=runs.run_dir(run_dir), **given)
+        if root == Path(run_dir):
+            family.inference_model(trainer.network).save(run.model)
+            log.info("saved the inference model to %s", run.model)
+        else:  # a worker's copies of the chief's files: only needed while it trains
+            shutil.rmtree(root, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                root.parent.rmdir()  # workers/, once the last worker is done
         return trainer, history
 
     runs.run_dir(root).create()
@@ -344,7 +357,8 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
             raise ValueError(f"stage {n} ({name}) starts from stage {n - 1}'s weights, but {previous} does not "
                              f"exist: run --stage {n - 1} first")
         log.info("stage %d of %d: %s", n, len(names), name)
-        trainer, history = _fit(cfg, stage_run, family, name, strategy, init_weights=previous, **given)
+        trainer, history = _fit(cfg, stage_run, family, name, strategy, init_weights=previous,
+                                chief_run=runs.run_dir(runs.stage_dir(run_dir, n, name)), **given)
         _save_weights_atomically(trainer.network, final)
         log.info("stage %d (%s) finished: %s", n, name, final)
     last = runs.stage_weights(root, len(names), names[-1])
@@ -365,15 +379,25 @@ def _save_weights_atomically(network, path: Path) -> None:
 
 
 def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=None, train_data=None,
-         steps_per_epoch=None, validation_data=None, callbacks: Sequence = ()):
+         steps_per_epoch=None, validation_data=None, callbacks: Sequence = (),
+         chief_run: runs.RunDir | None = None):
     """One `model.fit` into `run` (resumed when its backup holds finished epochs): the whole of a jointly trained
-    family, or one stage of a staged one."""
+    family, or one stage of a staged one. Under MultiWorkerMirroredStrategy the same with `distributed.fit`; a
+    worker other than the chief writes `run` and resumes from `chief_run`'s backup."""
+    from fbnet_tf import distributed
     from fbnet_tf.optimizers import FusedAdam
 
     run.create()
     repaired = runs.repair_backup(run.root)  # a kill may have cut the last backup short
     if repaired:
         log.warning(repaired)
+    multi_worker = distributed.is_multi_worker(strategy)
+    if multi_worker:
+        # Every worker resumes from the chief's backup (a kill may have stopped the workers' own ones at different
+        # epochs), once the chief has repaired it (the barrier).
+        distributed.barrier(strategy)
+        if chief_run is not None and chief_run.root != run.root:
+            runs.copy_backup(chief_run.root, run.root)
     _check_resumable(run, cfg, stage)
     config_lib.save(cfg, run.config)
 
@@ -391,7 +415,7 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
     with precision.policy(cfg.trainer.mixed_precision), strategy.scope():
         trainer = family.build_trainer(cfg, stage=stage)
         trainer.compile(optimizer=FusedAdam(cfg.trainer.learning_rate),
-                        jit_compile=use_jit(cfg.trainer.jit_compile))
+                        jit_compile=use_jit(cfg.trainer.jit_compile) and not multi_worker)
         trainer.build((None, cfg.model.image_size, cfg.model.image_size, 3))
     if init_weights is not None:  # the previous stage's result; a resumed backup overrides it
         trainer.network.load_weights(init_weights)
@@ -405,14 +429,26 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
         if own_pipeline:  # our training stream repeats forever; only the (finite) validation split "runs out"
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        all_callbacks = [*callbacks_for(run, validation=validation_data is not None,
+                                        best_val_loss=runs.best_logged(run.root, "val_loss"),
+                                        learning_rate=cfg.trainer.learning_rate), *callbacks]
         with _damaged_shards_named(cfg) if own_pipeline else contextlib.nullcontext():
-            history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                  validation_data=validation_data, validation_steps=cfg.trainer.validation_steps,
-                                  callbacks=[*callbacks_for(run, validation=validation_data is not None,
-                                                            best_val_loss=runs.best_logged(run.root, "val_loss"),
-                                                            learning_rate=cfg.trainer.learning_rate),
-                                             *callbacks],
-                                  verbose=cfg.trainer.verbose)
+            if multi_worker:  # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+                if not own_pipeline:
+                    train_data = strategy.experimental_distribute_dataset(train_data)
+                # Validation: every worker scores the whole split locally, with a trainer of its own around the
+                # trained network (metrics outside the strategy's scope, no collectives).
+                evaluator = family.build_trainer(cfg, network=trainer.network, stage=stage) \
+                    if validation_data is not None else None
+                history = distributed.fit(trainer, strategy, train_data, epochs=epochs,
+                                          steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
+                                          verbose=cfg.trainer.verbose, validation_data=validation_data,
+                                          validation_steps=cfg.trainer.validation_steps, evaluator=evaluator)
+            else:
+                history = trainer.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                      validation_data=validation_data,
+                                      validation_steps=cfg.trainer.validation_steps, callbacks=all_callbacks,
+                                      verbose=cfg.trainer.verbose)
     return trainer, history
 
 

@@ -174,6 +174,10 @@ class FaceBehaviorNetTrainer(keras.Model):
         return total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        from fbnet_tf.metrics import global_batch
+
+        # Over the global batch (all replicas' rows, the same on each): see `metrics.global_batch`.
+        y, y_pred = global_batch(({k: y[k] for k in ("expr", "va", "va_mask", "au", "au_mask")}, dict(y_pred)))
         if self.valence_ccc is not None:
             self.valence_ccc.update_state(y["va"], y_pred["valence_arousal"], y["va_mask"])
             self.arousal_ccc.update_state(y["va"], y_pred["valence_arousal"], y["va_mask"])
