@@ -154,7 +154,7 @@ def _resume_callback(backup_dir: Path, learning_rate: float):
             super().on_train_begin(logs)
             optimizer = self.model.optimizer
             restored = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            if restored != learning_rate:
+            if not math.isclose(restored, learning_rate, rel_tol=1e-6):  # the optimizer holds it as float32
                 log.info("learning rate %g (trainer.learning_rate) replaces the backup's %g", learning_rate, restored)
                 optimizer.learning_rate = learning_rate
 
