@@ -32,7 +32,7 @@ from typing import Sequence
 
 from fbnet_tf import cli
 from fbnet_tf import config as config_lib
-from fbnet_tf import precision, runs
+from fbnet_tf import distributed, precision, runs
 
 log = logging.getLogger("fbnet_tf.train")
 
@@ -324,6 +324,12 @@ def train(cfg: config_lib.ExperimentConfig, run_dir: str | os.PathLike, *, train
     root = worker_run_dir(strategy, run_dir)
     family = registry.family(cfg)
     names = list(family.stage_names(cfg))
+    if len(names) > 1 and distributed.is_multi_worker(strategy):
+        # Its trainer's losses and metrics are not reduced across workers (FaceBehaviorNet's are): refuse rather
+        # than train something other than what one machine trains.
+        raise config_lib.ConfigError(f"model.family={cfg.model.family}: a family trained in stages runs on one "
+                                     "machine (runtime.strategy=default or mirrored); multi-worker training is "
+                                     "FaceBehaviorNet's")
     given = dict(train_data=train_data, steps_per_epoch=steps_per_epoch, validation_data=validation_data,
                  callbacks=callbacks)
     if stage is not None and not 1 <= stage <= len(names):
@@ -384,7 +390,6 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
     """One `model.fit` into `run` (resumed when its backup holds finished epochs): the whole of a jointly trained
     family, or one stage of a staged one. Under MultiWorkerMirroredStrategy the same with `distributed.fit`; a
     worker other than the chief writes `run` and resumes from `chief_run`'s backup."""
-    from fbnet_tf import distributed
     from fbnet_tf.optimizers import FusedAdam
 
     run.create()
