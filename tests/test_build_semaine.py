@@ -137,6 +137,16 @@ def test_semaine_organisers_frames_layouts_splits_and_skips(semaine, tmp_path):
             canonical = {name: value for name, value in labels.items() if name not in ("AU28", "AU45")}
             assert {AU_NAMES[i]: int(example["au"][i]) for i in np.flatnonzero(example["au_mask"])} == canonical
             assert example["image"].shape == (32, 32, 3)
+    # the manifest counts every AU the records code, AU28/AU45 too (outside the canonical 17), per split
+    for split, entry in manifest["splits"].items():
+        coded, present = Counter(), Counter()
+        for example in (e for e in examples.values() if e["split"] == split):
+            for au, occurrence in zip(example["facs/au"].tolist(), example["facs/occurrence"].tolist()):
+                coded[au] += 1
+                present[au] += occurrence >= 0.5
+        assert entry["labels"]["facs_annotated"] == {f"AU{au}": n for au, n in sorted(coded.items())}
+        assert entry["labels"]["facs_positive"] == {f"AU{au}": n for au, n in sorted(present.items()) if n}
+    assert "AU45" in manifest["splits"]["test"]["labels"]["facs_annotated"]
     # FATAUVA-Net's AU45 comes through, and facs_dense gives it as a dense column.
     last = examples["SEMAINE-Sessions/rec9/rec9_session/00006"]
     dense, mask = facs_dense(last["facs/au"], last["facs/occurrence"], (45, 17))

@@ -526,6 +526,9 @@ def _label_summary(sample) -> dict:
             "au_annotated": [] if au_mask is None else [int(i) for i in np.flatnonzero(au_mask > 0)],
             "au_positive": [] if au is None or au_mask is None
             else [int(i) for i in np.flatnonzero((au >= 0.5) & (au_mask > 0))],
+            # every AU the release codes (`facs/*`), the canonical 17 or not (BP4D+'s 34, AU28/43/45)
+            "facs_annotated": sorted((sample.facs or {})),
+            "facs_positive": sorted(au for au, (occurrence, _) in (sample.facs or {}).items() if occurrence >= 0.5),
             "attributes": sample.attributes is not None}
 
 
@@ -533,7 +536,7 @@ class _LabelCounter:
     def __init__(self):
         self.counts = {"expression": {name: 0 for name in EXPRESSIONS}, "compound": {}, "va": 0,
                        "au_annotated": {name: 0 for name in AU_NAMES}, "au_positive": {name: 0 for name in AU_NAMES},
-                       "attributes": 0}
+                       "facs_annotated": {}, "facs_positive": {}, "attributes": 0}
 
     def add(self, summary: dict) -> None:
         counts = self.counts
@@ -548,12 +551,17 @@ class _LabelCounter:
             counts["au_annotated"][AU_NAMES[index]] += 1
         for index in summary["au_positive"]:
             counts["au_positive"][AU_NAMES[index]] += 1
+        for key in ("facs_annotated", "facs_positive"):
+            for au in summary[key]:
+                counts[key][f"AU{au}"] = counts[key].get(f"AU{au}", 0) + 1
 
     def merge(self, other: dict) -> None:
         for key, value in other.items():
             if isinstance(value, dict):
                 for name, n in value.items():
                     self.counts[key][name] = self.counts[key].get(name, 0) + n
+                if key.startswith("facs_"):  # by AU number, whichever shard named an AU first
+                    self.counts[key] = dict(sorted(self.counts[key].items(), key=lambda item: int(item[0][2:])))
             else:
                 self.counts[key] += value
 
