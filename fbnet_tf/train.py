@@ -1,7 +1,7 @@
 """Train FaceBehaviorNet (or a single-task baseline) or FATAUVA-Net (in its stages) with `model.fit` into a run
 directory.
 
-    python -m fbnet_tf.train                                   # the demo: build demo data, train runs/demo
+    python -m fbnet_tf.train                                   # the demo: = --experiment demo --run-dir runs/demo
     python -m fbnet_tf.train --experiment demo --run-dir X     # the same demo into X (+ any --set overrides)
     python -m fbnet_tf.train --experiment soft_coannotation_distr_matching_du2014 \\
         --set data.record_dirs=[records/affectnet,records/disfa] --run-dir runs/fbnet
@@ -14,6 +14,11 @@ Under MultiWorkerMirroredStrategy (TF_CONFIG set, several machines) the loop of 
 `model.fit`. A rerun with the same --run-dir resumes a killed run at the last finished epoch (BackupAndRestore).
 The run dir holds config.yaml, checkpoints/, backup/, logs/ (TensorBoard), history.csv and, at the end,
 model.keras.
+
+A demo experiment (`demo`, `fatauvanet_demo`: `data.demo_world` set, record dirs inside it) first renders the demo
+world's releases and builds their records where missing, and after training evaluates and exports the run: the
+whole product, end to end, on data made on the spot. Pointed at other record dirs, it trains on them like any
+experiment.
 """
 from __future__ import annotations
 
@@ -36,8 +41,7 @@ from fbnet_tf import distributed, precision, runs
 
 log = logging.getLogger("fbnet_tf.train")
 
-DEMO_DATA = "demo_data"
-DEMO_RUN = os.path.join("runs", "demo")
+DEMO_EXPERIMENT = "demo"  # what `python -m fbnet_tf.train` with no arguments runs, into runs/<experiment>
 
 
 class TrainingDiverged(RuntimeError):
@@ -459,56 +463,44 @@ def _fit(cfg, run: runs.RunDir, family, stage: str, strategy, *, init_weights=No
 
 # --------------------------------------------------------------------------------------------------- the CLI
 
+def demo_record_dirs(cfg: config_lib.ExperimentConfig) -> list[str]:
+    """The record dirs of `cfg` inside its demo world (`data.demo_world`): none for a config without one, or
+    whose record dirs point at other data."""
+    if not cfg.data.demo_world:
+        return []
+    root = Path(cfg.data.demo_world).resolve()
+    return [d for d in cfg.data.all_record_dirs() if Path(d).resolve().is_relative_to(root)]
+
+
 def prepare_demo_world(cfg: config_lib.ExperimentConfig) -> None:
     """Render and build the demo releases a demo experiment trains on (`data.demo_world`), where missing; raise
     RuntimeError naming the record dirs still missing after that."""
     from fbnet_tf import demo
 
     root, releases = cfg.data.demo_world, tuple(cfg.data.demo_releases)
-    try:
-        demo.prepare(root, releases=releases) if releases else demo.prepare(root)
-    except TypeError as err:  # a demo package without per-release preparation
-        raise RuntimeError(f"this fbnet_tf.demo cannot prepare the releases {list(releases)} ({err})") from None
-    missing = [d for d in cfg.data.all_record_dirs() if not (Path(d) / "manifest.json").is_file()]
+    demo.prepare(root, releases=releases) if releases else demo.prepare(root)
+    missing = [d for d in demo_record_dirs(cfg) if not (Path(d) / "manifest.json").is_file()]
     if missing:
         raise RuntimeError(f"the demo world in {root} has no records in {missing} (is its release among the demo "
                            f"world's, and its builder registered in tfrecords_builder?)")
 
 
-def demo_config(record_dirs: Sequence[str],
-                base: config_lib.ExperimentConfig | None = None) -> config_lib.ExperimentConfig:
-    """The demo experiment (or `base`, e.g. with the user's overrides) training on `record_dirs`."""
-    cfg = base if base is not None else config_lib.experiment("demo")
-    return config_lib.from_dict({"data": {"record_dirs": [str(d) for d in record_dirs]}}, cfg).validate()
-
-
-def run_demo(data_root: str = DEMO_DATA, run_dir: str = DEMO_RUN,
-             cfg: config_lib.ExperimentConfig | None = None) -> Path:
-    """The embedded default: render the demo databases, build their records (into `data_root`, once), train the
-    demo experiment (or `cfg`, whose record dirs are then set to the demo's) into `run_dir`, then evaluate and
-    export it when those modules are installed."""
-    from fbnet_tf import demo
-
-    record_dirs = demo.prepare(data_root)
-    train(demo_config(sorted(record_dirs.values()), cfg), run_dir)
+def evaluate_and_export(run_dir: str | os.PathLike) -> None:
+    """The end of a demo: `fbnet_tf.evaluate` and `fbnet_tf.export` on the trained run. RuntimeError naming the
+    step(s) that failed (the trained run stays usable)."""
     failed = []
     for name in ("evaluate", "export"):
-        try:
-            module = importlib.import_module(f"fbnet_tf.{name}")
-        except ImportError as err:
-            log.info("skipping %s (%s)", name, err)
-            continue
+        module = importlib.import_module(f"fbnet_tf.{name}")
         log.info("running fbnet_tf.%s on %s", name, run_dir)
         try:
             code = module.main(["--run-dir", str(run_dir)])
-        except Exception:  # the trained run stays usable; say which step broke and go on
+        except Exception:  # say which step broke and go on to the next
             log.exception("fbnet_tf.%s failed on %s", name, run_dir)
             code = 1
         if code:
             failed.append(name)
     if failed:
         raise RuntimeError(f"the demo trained {run_dir}, but {' and '.join(failed)} failed (see above)")
-    return Path(run_dir)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -528,11 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if not argv:
-            cli.quiet_tensorflow()
-            run_demo()
-            return 0
-        args = parse_args(argv)
+        args = parse_args(argv or ["--experiment", DEMO_EXPERIMENT])
         cfg = resolve_config(args.config, args.experiment, args.overrides)
         if args.print_config:
             import yaml
@@ -540,17 +528,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
             return 0
         precision.check_available(cfg.trainer.mixed_precision)  # before the demo renders anything
-        if cfg.name == "demo" and not cfg.data.record_dirs:  # the demo into any folder, with its own data
-            cli.quiet_tensorflow()
-            run_demo(run_dir=args.run_dir or DEMO_RUN, cfg=cfg)
-            return 0
-        if not args.run_dir:
+        demo = bool(demo_record_dirs(cfg))
+        run_dir = args.run_dir or (os.path.join("runs", cfg.name) if demo else None)
+        if not run_dir:
             raise config_lib.ConfigError("--run-dir is required (the folder for config, checkpoints, logs and "
                                          "the model)")
         cli.quiet_tensorflow()
-        if cfg.data.demo_world:
+        if demo:
             prepare_demo_world(cfg)
-        train(cfg, args.run_dir, stage=args.stage)
+        train(cfg, run_dir, stage=args.stage)
+        if demo and runs.run_dir(run_dir).model.is_file():  # a staged demo's last stage has run
+            evaluate_and_export(run_dir)
         return 0
     except config_lib.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -128,19 +128,41 @@ def test_values_are_checked_against_the_field_types_in_files_and_in_python(tmp_p
         cfg.validate()
 
 
-def test_demo_experiment_without_records_runs_the_demo_into_the_run_dir(tmp_path, monkeypatch):
-    from fbnet_tf import train
+def test_the_demo_is_an_experiment_whose_data_are_rendered_first_and_whose_run_is_then_evaluated_and_exported(
+        tmp_path, monkeypatch):
+    from fbnet_tf import runs, train
 
-    calls = []  # run_demo itself (render, build, train, evaluate, export) is the no-argument command's path
-    monkeypatch.setattr(train, "run_demo", lambda **kwargs: calls.append(kwargs))
-    assert train.main(["--experiment", "demo", "--set", "trainer.epochs=2", "--run-dir", str(tmp_path / "x")]) == 0
-    assert calls[0]["run_dir"] == str(tmp_path / "x") and calls[0]["cfg"].trainer.epochs == 2
-    # the demo's data then fill record_dirs; the user's overrides stay
-    cfg = train.demo_config(["a", "b"], calls[0]["cfg"])
-    assert cfg.data.record_dirs == ["a", "b"] and cfg.trainer.epochs == 2 and cfg.name == "demo"
-    with pytest.raises(config.ConfigError, match=r"'records/none'.*resolved from"):  # with record dirs: trains them
-        train.train(config.override(config.experiment("demo"), ["data.record_dirs=[records/none]"]), tmp_path / "y")
-    assert len(calls) == 1
+    steps = []  # each step of the demo route (rendering, training, evaluating are tested where they live)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "prepare_demo_world", lambda cfg: steps.append(("prepare", cfg.data.demo_releases)))
+
+    def fake_train(cfg, run_dir, stage=None):
+        steps.append(("train", run_dir, cfg.trainer.epochs, cfg.data.record_dirs))
+        runs.run_dir(run_dir).create()
+        runs.run_dir(run_dir).model.write_bytes(b"")
+
+    monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(train, "evaluate_and_export", lambda run_dir: steps.append(("evaluate+export", run_dir)))
+    demo_dirs = [f"demo_data/records/{n}" for n in ("affectnet", "affwild2", "disfa", "rafdb", "rafdb_compound")]
+    # no arguments: the demo experiment into runs/demo
+    assert train.main([]) == 0
+    run = os.path.join("runs", "demo")
+    assert steps == [("prepare", ["affectnet", "affwild2", "disfa", "rafdb"]), ("train", run, 12, demo_dirs),
+                     ("evaluate+export", run)]
+    # the same into any folder, with overrides
+    steps.clear()
+    assert train.main(["--experiment", "demo", "--set", "trainer.epochs=2", "--run-dir", "x"]) == 0
+    assert steps[1:] == [("train", "x", 2, demo_dirs), ("evaluate+export", "x")]
+    # pointed at other records: trained like any experiment (nothing rendered, evaluated or exported)
+    steps.clear()
+    assert train.main(["--experiment", "demo", "--set", "data.record_dirs=[records/mine]", "--run-dir", "y"]) == 0
+    assert steps == [("train", "y", 12, ["records/mine"])]
+    # FATAUVA-Net's demo takes the same route; a run dir is needed only outside a demo
+    steps.clear()
+    assert train.main(["--experiment", "fatauvanet_demo"]) == 0
+    assert [step[0] for step in steps] == ["prepare", "train", "evaluate+export"]
+    assert steps[1][1] == os.path.join("runs", "fatauvanet_demo")
+    assert train.main(["--experiment", "no_coupling"]) == 2
 
 
 # ------------------------------------------------------------------------------------------ training (TF)

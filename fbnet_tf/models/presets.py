@@ -79,8 +79,8 @@ EXPERIMENTS["fatauvanet_demo"] = {
 EXPERIMENTS["fatva"] = {"model": {"preset": "fatauva_paper", "fatauva": {"va_head": "class", "fatva": True}},
                         "data": _FATAUVA_DATA, "trainer": {"epochs": 20, "learning_rate": 1e-3}}
 
-# The CPU demo (`python -m fbnet_tf.train` with no arguments): the small preset and the full method, trained from
-# scratch. The paper's 1e-4 and coupling weight 1 assume VGG-FACE-initialised convs; from scratch the distribution
+# The CPU demo (`python -m fbnet_tf.train` with no arguments): the demo world's four FaceBehaviorNet releases
+# (rendered and built into demo_data/ where missing), the small preset and the full method, trained from scratch. The paper's 1e-4 and coupling weight 1 assume VGG-FACE-initialised convs; from scratch the distribution
 # matching term (a sum over 17 AUs) first pulls every face to "neutral, no AU", which satisfies it trivially, and
 # 1e-4 leaves the net there for most of the run. Measured on the `small` demo world, 12 epochs of 52 steps
 # (~0.25 s a step on a busy 2-core CPU): coupling 0.1 + Adam 1e-3 reaches validation CCC 0.84 (V) / 0.60 (A),
@@ -89,6 +89,9 @@ EXPERIMENTS["demo"] = {
     "model": {"preset": "small"},
     "loss": {"coupling": "soft_coannotation+distribution_matching", "relatedness": "du2014",
              "coupling_weight": 0.1},
-    "data": {"batch_size": 96, "validation_batch_size": 128},
+    "data": {"batch_size": 96, "validation_batch_size": 128,
+             "demo_world": "demo_data", "demo_releases": ["affectnet", "affwild2", "disfa", "rafdb"],
+             "record_dirs": [f"demo_data/records/{name}" for name in ("affectnet", "affwild2", "disfa", "rafdb",
+                                                                      "rafdb_compound")]},
     "trainer": {"epochs": 12, "learning_rate": 1e-3},
 }
