@@ -251,12 +251,17 @@ def test_database_keys():
         ["bp4dplus", "bp4dplus", "rafdb", "affwild2", "affwild", "emotionet"]
 
 
+def saved_run(model, run):
+    """A run directory holding just `model` as its model.keras."""
+    run.mkdir(parents=True)
+    model.save(run / "model.keras")
+    return run
+
+
 def test_command_line_uses_the_runs_record_dirs(world, tmp_path, capsys):
     dbs, model, report, _ = world
     record_root = os.path.dirname(next(iter(report["splits"])))
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
+    run = saved_run(model, tmp_path / "run")
     cfg = config_lib.ExperimentConfig()
     cfg.data.record_dirs = [os.path.join(record_root, "rafdb"), os.path.join(record_root, "disfa")]
     config_lib.save(cfg, run / "config.yaml")
@@ -272,9 +277,7 @@ def test_evaluation_from_another_folder_gives_the_same_table(world, tmp_path, mo
 
     dbs, model, report, _ = world
     record_root = os.path.dirname(next(iter(report["splits"])))
-    run = tmp_path / "runs" / "x"
-    run.mkdir(parents=True)
-    model.save(run / "model.keras")
+    run = saved_run(model, tmp_path / "runs" / "x")
     monkeypatch.chdir(os.path.dirname(record_root))
     spelled = [os.path.join(os.path.basename(record_root), name) for name in ("rafdb", "affwild2")]
     cfg = config_lib.ExperimentConfig()
@@ -302,9 +305,7 @@ def test_evaluation_from_another_folder_gives_the_same_table(world, tmp_path, mo
 def test_evaluation_of_nothing_fails_and_keeps_the_previous_file(world, tmp_path, capsys):
     dbs, model, report, _ = world
     record_root = os.path.dirname(next(iter(report["splits"])))
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
+    run = saved_run(model, tmp_path / "run")
     assert ev.main(["--run-dir", str(run), "--data", os.path.join(record_root, "rafdb")]) == 0
     before = (run / "evaluation.json").read_bytes()
     only_train = write_record_dir(tmp_path / "records", "bp4d", [Sample(

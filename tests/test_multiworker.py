@@ -8,6 +8,7 @@ same sharding arithmetic (`data.training_dataset` with each worker's input conte
 means over rows, so the order of the rows does not matter; what differs is the order of floating-point sums
 (gradients summed over 2 replicas), hence a tolerance.
 """
+import contextlib
 import csv
 import os
 import re
@@ -186,19 +187,27 @@ def _namespaces_available() -> str | None:
     return None if done.returncode == 0 else f"unshare -n is not permitted here ({done.stderr.strip()[:200]})"
 
 
-def _run_bounded(command, timeout):
-    """Run `command` in its own process group; kill the whole group (workers included) however it ends."""
+@contextlib.contextmanager
+def _process_group(command):
+    """`command` started in its own process group, the whole group (workers included) killed however the block
+    ends."""
     process = subprocess.Popen(command, env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        output, _ = process.communicate(timeout=timeout)
-        return process.returncode, output
+        yield process
     finally:
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait()
+
+
+def _run_bounded(command, timeout):
+    """(exit status, output) of `command`, its process group killed at the end or after `timeout` s."""
+    with _process_group(command) as process:
+        output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output
 
 
 def _weights(path: Path) -> dict:
@@ -244,21 +253,12 @@ def test_two_workers_reach_the_weights_of_one_worker_on_the_same_global_batches_
             "--set", "data.validation_batch_size=8", "--set", "trainer.steps_per_epoch=3", "--set", "trainer.verbose=0",
             "--set", f"data.record_dirs=[{','.join(records)}]"]
     run, reference = tmp_path / "run", tmp_path / "reference"
-    one = subprocess.Popen([sys.executable, str(LAUNCHER), "reference", str(reference), "2", "--", *args,
-                            "--set", "trainer.epochs=2", "--set", "runtime.strategy=default"],
-                           env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    try:
+    with _process_group([sys.executable, str(LAUNCHER), "reference", str(reference), "2", "--", *args,
+                         "--set", "trainer.epochs=2", "--set", "runtime.strategy=default"]) as one:
         logs = _cluster(tmp_path / "logs", [*args, "--set", "trainer.epochs=2",
                                             "--set", "runtime.strategy=multi_worker", "--run-dir", str(run)])
         output, _ = one.communicate(timeout=200)
         assert one.returncode == 0, output[-3000:]
-    finally:
-        try:
-            os.killpg(one.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        one.wait()
 
     assert "sharded by data over 2 input pipelines" in logs
     two, single = _weights(run / "checkpoints" / "last.weights.h5"), _weights(reference / "checkpoints" /
