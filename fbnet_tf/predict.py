@@ -543,8 +543,8 @@ def main(argv=None) -> int:
 def write_results(predictor: Predictor, source, out: Path, *, every: int = 1, fps: float | None = None,
                   annotate: bool = False, progress: bool = True) -> tuple[int, int] | None:
     """`predictions.csv`, `summary.csv` and `errors.csv` of `source` in `out`, each replacing the old one only when
-    complete: (face rows, error rows), or None (nothing replaced) when no input could be read. Rows stream to disk;
-    only the summary's per-face totals are held."""
+    complete: (face rows, error rows), or None (nothing replaced) when no input could be read or no face was
+    found in any. Rows stream to disk; only the summary's per-face totals are held."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[dict] = []
@@ -563,6 +563,10 @@ def write_results(predictor: Predictor, source, out: Path, *, every: int = 1, fp
         if predictor.frames_read == 0:
             print(f"error: none of the inputs in {source} could be read ({len(errors)} listed above); "
                   f"{out} left as it was", file=sys.stderr)
+            return None
+        if faces == 0:  # an empty table must not replace a good one
+            print(f"error: no face scored >= {predictor.min_face_score} in any of the {predictor.frames_read} "
+                  f"frames read from {source}; {out / 'predictions.csv'} left as it was", file=sys.stderr)
             return None
         _write_csv(out / "errors.csv", ERROR_COLUMNS, errors)
         _write_csv(out / "summary.csv", summary.columns, summary.rows())

@@ -100,6 +100,10 @@ def test_cli_on_a_folder_reports_corrupt_files_and_writes_annotated_images(model
     assert changed[y - 3:y + h + 3, x - 3:x + w + 3].any()  # the box
     assert changed[:100, :100].mean() > 0.05  # the circumplex inset
     assert not changed[400:, 400:].any()  # far from the face: untouched
+    # No face in any input: exit 1, saying so, and the tables written above stay as they were.
+    before = {name: (out / name).read_bytes() for name in ("predictions.csv", "summary.csv", "errors.csv")}
+    assert predict.main([str(folder / "wall.png"), "--model", str(models["tflite"]), "--out", str(out)]) == 1
+    assert before == {name: (out / name).read_bytes() for name in before}
 
 
 def write_video(path, frames, fps=10.0):
